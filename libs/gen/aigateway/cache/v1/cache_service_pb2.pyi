@@ -1,0 +1,81 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LookupResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOOKUP_RESULT_UNSPECIFIED: _ClassVar[LookupResult]
+    LOOKUP_RESULT_MISS: _ClassVar[LookupResult]
+    LOOKUP_RESULT_EXACT_HIT: _ClassVar[LookupResult]
+    LOOKUP_RESULT_SEMANTIC_HIT: _ClassVar[LookupResult]
+LOOKUP_RESULT_UNSPECIFIED: LookupResult
+LOOKUP_RESULT_MISS: LookupResult
+LOOKUP_RESULT_EXACT_HIT: LookupResult
+LOOKUP_RESULT_SEMANTIC_HIT: LookupResult
+
+class LookupRequest(_message.Message):
+    __slots__ = ("tenant", "request_json", "allow_semantic")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    request_json: bytes
+    allow_semantic: bool
+    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., allow_semantic: _Optional[bool] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("result", "response_json", "similarity")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    result: LookupResult
+    response_json: bytes
+    similarity: float
+    def __init__(self, result: _Optional[_Union[LookupResult, str]] = ..., response_json: _Optional[bytes] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class StoreRequest(_message.Message):
+    __slots__ = ("tenant", "request_json", "response_json")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    request_json: bytes
+    response_json: bytes
+    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., response_json: _Optional[bytes] = ...) -> None: ...
+
+class StoreResponse(_message.Message):
+    __slots__ = ("semantic_stored",)
+    SEMANTIC_STORED_FIELD_NUMBER: _ClassVar[int]
+    semantic_stored: bool
+    def __init__(self, semantic_stored: _Optional[bool] = ...) -> None: ...
+
+class InvalidateRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class InvalidateResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("exact_hits", "semantic_hits", "misses", "semantic_rejections")
+    EXACT_HITS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    semantic_rejections: int
+    def __init__(self, exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., semantic_rejections: _Optional[int] = ...) -> None: ...
