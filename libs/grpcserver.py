@@ -1,0 +1,272 @@
+"""Wiring shared by every service: the grpc.aio server, health, reflection, metrics,
+the error and access-log interceptor, and graceful shutdown.
+
+A service's ``server.py`` builds a :class:`ServiceSpec` and calls :func:`run`; tests call
+:func:`start` to get a running server on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram, start_http_server
+
+from libs.errors import ERROR_BODY_METADATA, GatewayError, InternalError
+from libs.logs import request_id_var, trace_id_var
+
+logger = logging.getLogger(__name__)
+
+# Large prompts (images as data URLs) exceed gRPC's 4 MiB default; over the limit the
+# client would get RESOURCE_EXHAUSTED, which maps to HTTP 429 and makes SDKs retry.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+RPC_REQUESTS = Counter(
+    "aigw_grpc_server_requests_total", "RPCs handled, by service, method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+RPC_DURATION = Histogram(
+    "aigw_grpc_server_request_duration_seconds", "Time to handle an RPC, in seconds.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What one service process serves and how it shuts down."""
+
+    name: str
+    """Short service name for logs and metrics, such as ``router``."""
+    listen: str
+    """``host:port`` to bind; port 0 picks a free port."""
+    registrars: Sequence[Registrar]
+    """Functions that add the business servicers to the server."""
+    service_names: Sequence[str]
+    """Full names of the business services, for health and reflection."""
+    metrics_port: int | None = None
+    """Port of the Prometheus endpoint on 127.0.0.1; None disables it."""
+    drain_s: float = 5.0
+    """Seconds between reporting NOT_SERVING and stopping, so load balancers and Envoy
+    stop sending new calls before the listener closes."""
+    grace_s: float = 10.0
+    """Seconds in-flight calls get to finish once the server stops."""
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+    """Coroutines run after the server stopped, to close pools and flush buffers."""
+
+
+@dataclass
+class RunningServer:
+    """A started server and its bound port."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    spec: ServiceSpec
+
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Report NOT_SERVING, wait the drain period, stop with grace, then run ``on_stop``."""
+        await self.health.enter_graceful_shutdown()
+        drain = self.spec.drain_s if drain_s is None else drain_s
+        if drain > 0:
+            await asyncio.sleep(drain)
+        await self.server.stop(self.spec.grace_s)
+        for close in self.spec.on_stop:
+            try:
+                await close()
+            except Exception:
+                logger.exception("shutdown step failed", extra={"grpc_service": self.spec.name})
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Map GatewayError to a rich status, count and time every RPC, log one access line.
+
+    Unknown exceptions become INTERNAL with a generic message; the traceback goes to the log.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
+            return handler
+        service_name, _, method_name = method.rpartition("/")
+        service_name = service_name.lstrip("/")
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, service_name, method_name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, service_name, method_name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _bind_ids(context: grpc.aio.ServicerContext) -> None:
+    metadata = dict(context.invocation_metadata() or ())
+    request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+    request_id_var.set(str(request_id))
+    traceparent = str(metadata.get("traceparent", ""))
+    parts = traceparent.split("-")
+    trace_id_var.set(parts[1] if len(parts) == 4 else "")
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
+    status = error.to_status()
+    await context.abort(
+        error.grpc_code,
+        error.message,
+        trailing_metadata=(
+            ("grpc-status-details-bin", status.SerializeToString()),
+            (ERROR_BODY_METADATA, error.openai_body().decode("ascii")),
+        ),
+    )
+
+
+def _finish(service: str, method: str, code: grpc.StatusCode, started: float, error: BaseException | None) -> None:
+    elapsed = time.perf_counter() - started
+    RPC_REQUESTS.labels(service, method, code.name).inc()
+    RPC_DURATION.labels(service, method).observe(elapsed)
+    extra = {"grpc_service": service, "grpc_method": method, "grpc_code": code.name,
+             "duration_ms": round(elapsed * 1000, 3)}
+    if error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL:
+        if isinstance(error, GatewayError):
+            extra["reason"] = error.reason
+        if logger.isEnabledFor(logging.DEBUG) or error is not None:
+            logger.info("rpc finished", extra=extra)
+    else:
+        logger.error("rpc failed", extra=extra, exc_info=error)
+
+
+def _classify(exc: BaseException) -> tuple[GatewayError | None, grpc.StatusCode]:
+    if isinstance(exc, GatewayError):
+        return exc, exc.grpc_code
+    if isinstance(exc, asyncio.CancelledError):
+        return None, grpc.StatusCode.CANCELLED
+    return InternalError("internal error; see the gateway logs", reason="INTERNAL"), grpc.StatusCode.INTERNAL
+
+
+def _wrap_unary(behavior: Any, service: str, method: str) -> Any:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _bind_ids(context)
+        started = time.perf_counter()
+        try:
+            response = await behavior(request, context)
+        except grpc.aio.AbortError:
+            _finish(service, method, context.code() or grpc.StatusCode.UNKNOWN, started, None)
+            raise
+        except BaseException as exc:
+            error, code = _classify(exc)
+            _finish(service, method, code, started, exc)
+            if error is None:
+                raise
+            await _abort(context, error)
+            raise
+        _finish(service, method, grpc.StatusCode.OK, started, None)
+        return response
+
+    return wrapper
+
+
+def _wrap_stream(behavior: Any, service: str, method: str) -> Any:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        _bind_ids(context)
+        started = time.perf_counter()
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            _finish(service, method, context.code() or grpc.StatusCode.UNKNOWN, started, None)
+            raise
+        except BaseException as exc:
+            error, code = _classify(exc)
+            _finish(service, method, code, started, exc)
+            if error is None:
+                raise
+            await _abort(context, error)
+            raise
+        _finish(service, method, grpc.StatusCode.OK, started, None)
+
+    return wrapper
+
+
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+)
+
+CLIENT_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 1),
+)
+
+
+async def start(spec: ServiceSpec) -> RunningServer:
+    """Build, bind and start the server; return it with its port."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    for register in spec.registrars:
+        register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(spec.listen)
+    if port == 0:
+        raise OSError(f"could not bind {spec.listen}: the port is in use or the address is invalid")
+    await server.start()
+    for name in ("", *spec.service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server=server, port=port, health=health_servicer, spec=spec)
+
+
+async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    if spec.metrics_port is not None:
+        start_http_server(spec.metrics_port, addr="127.0.0.1")
+    running = await start(spec)
+    logger.info(
+        "serving",
+        extra={"version": version, "address": spec.listen.rpartition(":")[0], "port": running.port,
+               "metrics_port": spec.metrics_port, "config": config_summary},
+    )
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
+    await stop_event.wait()
+    logger.info("stopping", extra={"drain_s": spec.drain_s, "grace_s": spec.grace_s})
+    await running.stop()
+    logger.info("stopped")
+
+
+def insecure_channel(address: str) -> grpc.aio.Channel:
+    """Open a channel to another gateway service with the shared client options."""
+    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS)
