@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -270,3 +271,38 @@ async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """Open a channel to another gateway service with the shared client options."""
     return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS)
+
+
+def main(
+    name: str,
+    load_config: Callable[[], Any],
+    build: Callable[[Any], Awaitable[ServiceSpec]],
+    summarize: Callable[[Any], dict[str, Any]],
+    *,
+    version: str,
+) -> int:
+    """Entry point of a service process: read config, configure logs, serve until signalled.
+
+    Returns the exit code: 2 when the configuration is invalid, 0 after a clean stop.
+    """
+    from libs import logs
+    from libs.config import ConfigError
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(name, getattr(config, "log_level", "INFO"))
+
+    async def serve() -> None:
+        spec = await build(config)
+        await run(spec, version=version, config_summary=summarize(config))
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
+    return 0

@@ -26,7 +26,7 @@ from aigateway.type.v1 import principal_pb2 as aigateway_dot_type_dot_v1_dot_pri
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,aigateway/security/v1/security_service.proto\x12\x15\x61igateway.security.v1\x1a!aigateway/type/v1/principal.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1a\n\nPromptText\x12\x0c\n\x04text\x18\x01 \x01(\t\"\xae\x02\n\x13ScreenPromptRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tprincipal\x18\x02 \x01(\x0b\x32\x1c.aigateway.type.v1.Principal\x12\r\n\x05model\x18\x03 \x01(\t\x12Y\n\x10model_attributes\x18\x04 \x03(\x0b\x32?.aigateway.security.v1.ScreenPromptRequest.ModelAttributesEntry\x12\x30\n\x05texts\x18\x05 \x03(\x0b\x32!.aigateway.security.v1.PromptText\x1a\x36\n\x14ModelAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x02\n\x14ScreenPromptResponse\x12\x10\n\x08redacted\x18\x01 \x01(\x08\x12\x30\n\x05texts\x18\x02 \x03(\x0b\x32!.aigateway.security.v1.PromptText\x12S\n\x0cplaceholders\x18\x03 \x03(\x0b\x32=.aigateway.security.v1.ScreenPromptResponse.PlaceholdersEntry\x12N\n\npii_counts\x18\x04 \x03(\x0b\x32:.aigateway.security.v1.ScreenPromptResponse.PiiCountsEntry\x1a\x33\n\x11PlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0ePiiCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xe3\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x17\n\nbudget_usd\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_budget_usd\"\x82\x01\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\x17\n\nbudget_usd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_budget_usd\"S\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.aigateway.security.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"$\n\x12ListApiKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1d.aigateway.security.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x14RevokeApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.aigateway.security.v1.ApiKey2\xb2\x03\n\x0fSecurityService\x12g\n\x0cScreenPrompt\x12*.aigateway.security.v1.ScreenPromptRequest\x1a+.aigateway.security.v1.ScreenPromptResponse\x12g\n\x0c\x43reateApiKey\x12*.aigateway.security.v1.CreateApiKeyRequest\x1a+.aigateway.security.v1.CreateApiKeyResponse\x12\x64\n\x0bListApiKeys\x12).aigateway.security.v1.ListApiKeysRequest\x1a*.aigateway.security.v1.ListApiKeysResponse\x12g\n\x0cRevokeApiKey\x12*.aigateway.security.v1.RevokeApiKeyRequest\x1a+.aigateway.security.v1.RevokeApiKeyResponseB\x91\x01\n\x19\x64\x65v.aigateway.security.v1B\x14SecurityServiceProtoP\x01ZFgithub.com/aigateway/aigateway/gen/go/aigateway/security/v1;securityv1\xa2\x02\x03\x41GS\xba\x02\rAIGWSecurity_b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,aigateway/security/v1/security_service.proto\x12\x15\x61igateway.security.v1\x1a!aigateway/type/v1/principal.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\nPromptText\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\xae\x02\n\x13ScreenPromptRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tprincipal\x18\x02 \x01(\x0b\x32\x1c.aigateway.type.v1.Principal\x12\r\n\x05model\x18\x03 \x01(\t\x12Y\n\x10model_attributes\x18\x04 \x03(\x0b\x32?.aigateway.security.v1.ScreenPromptRequest.ModelAttributesEntry\x12\x30\n\x05texts\x18\x05 \x03(\x0b\x32!.aigateway.security.v1.PromptText\x1a\x36\n\x14ModelAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe6\x02\n\x14ScreenPromptResponse\x12\x10\n\x08redacted\x18\x01 \x01(\x08\x12\x30\n\x05texts\x18\x02 \x03(\x0b\x32!.aigateway.security.v1.PromptText\x12S\n\x0cplaceholders\x18\x03 \x03(\x0b\x32=.aigateway.security.v1.ScreenPromptResponse.PlaceholdersEntry\x12N\n\npii_counts\x18\x04 \x03(\x0b\x32:.aigateway.security.v1.ScreenPromptResponse.PiiCountsEntry\x1a\x33\n\x11PlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0ePiiCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xe3\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x17\n\nbudget_usd\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_budget_usd\"\x82\x01\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\x17\n\nbudget_usd\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_budget_usd\"S\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.aigateway.security.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"$\n\x12ListApiKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1d.aigateway.security.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"F\n\x14RevokeApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.aigateway.security.v1.ApiKey2\xb2\x03\n\x0fSecurityService\x12g\n\x0cScreenPrompt\x12*.aigateway.security.v1.ScreenPromptRequest\x1a+.aigateway.security.v1.ScreenPromptResponse\x12g\n\x0c\x43reateApiKey\x12*.aigateway.security.v1.CreateApiKeyRequest\x1a+.aigateway.security.v1.CreateApiKeyResponse\x12\x64\n\x0bListApiKeys\x12).aigateway.security.v1.ListApiKeysRequest\x1a*.aigateway.security.v1.ListApiKeysResponse\x12g\n\x0cRevokeApiKey\x12*.aigateway.security.v1.RevokeApiKeyRequest\x1a+.aigateway.security.v1.RevokeApiKeyResponseB\x91\x01\n\x19\x64\x65v.aigateway.security.v1B\x14SecurityServiceProtoP\x01ZFgithub.com/aigateway/aigateway/gen/go/aigateway/security/v1;securityv1\xa2\x02\x03\x41GS\xba\x02\rAIGWSecurity_b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,31 +41,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCREENPROMPTRESPONSE_PIICOUNTSENTRY']._loaded_options = None
   _globals['_SCREENPROMPTRESPONSE_PIICOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_PROMPTTEXT']._serialized_start=139
-  _globals['_PROMPTTEXT']._serialized_end=165
-  _globals['_SCREENPROMPTREQUEST']._serialized_start=168
-  _globals['_SCREENPROMPTREQUEST']._serialized_end=470
-  _globals['_SCREENPROMPTREQUEST_MODELATTRIBUTESENTRY']._serialized_start=416
-  _globals['_SCREENPROMPTREQUEST_MODELATTRIBUTESENTRY']._serialized_end=470
-  _globals['_SCREENPROMPTRESPONSE']._serialized_start=473
-  _globals['_SCREENPROMPTRESPONSE']._serialized_end=831
-  _globals['_SCREENPROMPTRESPONSE_PLACEHOLDERSENTRY']._serialized_start=730
-  _globals['_SCREENPROMPTRESPONSE_PLACEHOLDERSENTRY']._serialized_end=781
-  _globals['_SCREENPROMPTRESPONSE_PIICOUNTSENTRY']._serialized_start=783
-  _globals['_SCREENPROMPTRESPONSE_PIICOUNTSENTRY']._serialized_end=831
-  _globals['_APIKEY']._serialized_start=834
-  _globals['_APIKEY']._serialized_end=1061
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1064
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1194
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1196
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1279
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1281
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1317
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1319
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1389
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1391
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1424
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1426
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1496
-  _globals['_SECURITYSERVICE']._serialized_start=1499
-  _globals['_SECURITYSERVICE']._serialized_end=1933
+  _globals['_PROMPTTEXT']._serialized_end=179
+  _globals['_SCREENPROMPTREQUEST']._serialized_start=182
+  _globals['_SCREENPROMPTREQUEST']._serialized_end=484
+  _globals['_SCREENPROMPTREQUEST_MODELATTRIBUTESENTRY']._serialized_start=430
+  _globals['_SCREENPROMPTREQUEST_MODELATTRIBUTESENTRY']._serialized_end=484
+  _globals['_SCREENPROMPTRESPONSE']._serialized_start=487
+  _globals['_SCREENPROMPTRESPONSE']._serialized_end=845
+  _globals['_SCREENPROMPTRESPONSE_PLACEHOLDERSENTRY']._serialized_start=744
+  _globals['_SCREENPROMPTRESPONSE_PLACEHOLDERSENTRY']._serialized_end=795
+  _globals['_SCREENPROMPTRESPONSE_PIICOUNTSENTRY']._serialized_start=797
+  _globals['_SCREENPROMPTRESPONSE_PIICOUNTSENTRY']._serialized_end=845
+  _globals['_APIKEY']._serialized_start=848
+  _globals['_APIKEY']._serialized_end=1075
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1078
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1208
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1210
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1293
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1295
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1331
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1333
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1403
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1405
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1438
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1440
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1510
+  _globals['_SECURITYSERVICE']._serialized_start=1513
+  _globals['_SECURITYSERVICE']._serialized_end=1947
 # @@protoc_insertion_point(module_scope)

@@ -11,10 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PromptText(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "role")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    role: str
+    def __init__(self, text: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class ScreenPromptRequest(_message.Message):
     __slots__ = ("request_id", "principal", "model", "model_attributes", "texts")

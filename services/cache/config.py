@@ -1,0 +1,46 @@
+"""Cache service settings, read once from ``CACHE_*`` environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.config import Env
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Settings of the cache process."""
+
+    listen: str
+    """``host:port`` of the gRPC server (``CACHE_LISTEN``)."""
+    metrics_port: int | None
+    """Prometheus port on 127.0.0.1 (``CACHE_METRICS_PORT``); 0 disables it."""
+    database_url: str | None
+    """PostgreSQL URL with pgvector for the semantic cache (``CACHE_DATABASE_URL``);
+    unset disables the semantic cache."""
+    redis_url: str | None
+    """Redis URL for the exact cache (``CACHE_REDIS_URL``); unset keeps it in process."""
+    ttl_s: int
+    """Seconds an entry lives (``CACHE_TTL_S``, default one day)."""
+    max_entries: int
+    """Entries the in-process exact cache keeps (``CACHE_MAX_ENTRIES``)."""
+    drain_s: float
+    """Seconds between NOT_SERVING and stop on SIGTERM (``CACHE_DRAIN_S``)."""
+    log_level: str
+    """Log level (``CACHE_LOG_LEVEL``)."""
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> CacheConfig:
+        """Read the settings; raise ConfigError naming the variable on a bad value."""
+        env = env or Env("CACHE")
+        metrics_port = env.int("METRICS_PORT", 9103)
+        return cls(
+            listen=env.address("LISTEN", "127.0.0.1:50053"),
+            metrics_port=metrics_port or None,
+            database_url=env.optional("DATABASE_URL"),
+            redis_url=env.optional("REDIS_URL"),
+            ttl_s=env.int("TTL_S", 86_400),
+            max_entries=env.int("MAX_ENTRIES", 10_000),
+            drain_s=env.float("DRAIN_S", 5.0),
+            log_level=env.str("LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,10 @@
+"""Prometheus metrics of the cache service."""
+
+from prometheus_client import Counter
+
+LOOKUPS = Counter("aigw_cache_service_lookups_total", "Cache lookups by result (exact, semantic, miss).", ["result"])
+SEMANTIC_REJECTIONS = Counter(
+    "aigw_cache_semantic_rejections_total",
+    "Semantic candidates the guard rejected, by reason (below_threshold, entity_mismatch, ...).",
+    ["reason"],
+)

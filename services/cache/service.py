@@ -1,0 +1,147 @@
+"""gRPC servicer of the cache service: exact lookups first, then semantic ones guarded
+against answers that would be wrong for the new prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import grpc
+import numpy as np
+import orjson
+from aigateway.cache.v1 import cache_service_pb2 as pb
+from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
+
+from libs.errors import InvalidRequestError
+from services.cache import metrics
+from services.cache.embeddings import Embedder
+from services.cache.keys import exact_key, semantic_scope
+from services.cache.semantic import decide
+from services.cache.store import ExactCache, SemanticStore
+
+logger = logging.getLogger(__name__)
+
+
+def _json_object(data: bytes, field: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError(f"{field} is not valid JSON", reason="INVALID_JSON", param=field) from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"{field} must be a JSON object", reason="INVALID_JSON", param=field)
+    return value
+
+
+def _require_tenant(tenant: str) -> None:
+    if not tenant:
+        raise InvalidRequestError("tenant is required", reason="MISSING_TENANT", param="tenant")
+
+
+class EmbeddingCache:
+    """Recent prompt embeddings, so a Store right after its Lookup does not embed twice."""
+
+    def __init__(self, embedder: Embedder, max_entries: int = 2048) -> None:
+        self.embedder = embedder
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        # One model, one thread: concurrent forward passes on 2 cores only add contention.
+        self._lock = asyncio.Lock()
+
+    async def embed(self, text: str) -> np.ndarray:
+        """Return the unit-length embedding of ``text``, computed off the event loop."""
+        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        cached = self._entries.get(digest)
+        if cached is not None:
+            self._entries.move_to_end(digest)
+            return cached
+        async with self._lock:
+            vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        self._entries[digest] = vector
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return vector
+
+
+class CacheServicer(pb_grpc.CacheServiceServicer):
+    """Lookup, Store, Invalidate and GetStats over the exact and semantic stores."""
+
+    def __init__(self, exact: ExactCache, semantic: SemanticStore | None, embeddings: EmbeddingCache | None) -> None:
+        self.exact = exact
+        self.semantic = semantic
+        self.embeddings = embeddings
+        self.stats = {"exact_hits": 0, "semantic_hits": 0, "misses": 0, "semantic_rejections": 0}
+
+    async def Lookup(  # noqa: N802 - name fixed by the proto
+        self, request: pb.LookupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupResponse:
+        """Return an exact hit, else a guarded semantic hit, else a miss."""
+        _require_tenant(request.tenant)
+        chat_request = _json_object(request.request_json, "request_json")
+
+        cached = await self.exact.get(exact_key(request.tenant, chat_request))
+        if cached is not None:
+            self._count("exact_hits", "exact")
+            return pb.LookupResponse(result=pb.LOOKUP_RESULT_EXACT_HIT, response_json=cached, similarity=1.0)
+
+        scope = semantic_scope(chat_request) if request.allow_semantic else None
+        if scope is not None and self.semantic is not None and self.embeddings is not None:
+            embedding = await self.embeddings.embed(scope.prompt_text)
+            candidates = await self.semantic.search(
+                request.tenant, str(chat_request.get("model", "")), scope.context_hash, embedding
+            )
+            for candidate in candidates:
+                decision = decide(candidate.cached_prompt, scope.prompt_text, candidate.similarity)
+                if decision.accept:
+                    self._count("semantic_hits", "semantic")
+                    return pb.LookupResponse(
+                        result=pb.LOOKUP_RESULT_SEMANTIC_HIT, response_json=candidate.response,
+                        similarity=candidate.similarity,
+                    )
+                self.stats["semantic_rejections"] += 1
+                metrics.SEMANTIC_REJECTIONS.labels(decision.reason).inc()
+
+        self._count("misses", "miss")
+        return pb.LookupResponse(result=pb.LOOKUP_RESULT_MISS)
+
+    async def Store(  # noqa: N802 - name fixed by the proto
+        self, request: pb.StoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreResponse:
+        """Store a complete answer in the exact cache, and in the semantic cache when eligible."""
+        _require_tenant(request.tenant)
+        chat_request = _json_object(request.request_json, "request_json")
+        _json_object(request.response_json, "response_json")
+
+        await self.exact.set(exact_key(request.tenant, chat_request), request.response_json)
+        scope = semantic_scope(chat_request)
+        if scope is None or self.semantic is None or self.embeddings is None:
+            return pb.StoreResponse(semantic_stored=False)
+        embedding = await self.embeddings.embed(scope.prompt_text)
+        await self.semantic.add(
+            request.tenant, str(chat_request.get("model", "")), scope.context_hash, scope.prompt_text, embedding,
+            request.response_json,
+        )
+        return pb.StoreResponse(semantic_stored=True)
+
+    async def Invalidate(  # noqa: N802 - name fixed by the proto
+        self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvalidateResponse:
+        """Remove every entry of the tenant from both caches."""
+        _require_tenant(request.tenant)
+        deleted = await self.exact.delete_tenant(request.tenant)
+        if self.semantic is not None:
+            deleted += await self.semantic.delete_tenant(request.tenant)
+        logger.info("tenant cache invalidated", extra={"tenant": request.tenant, "deleted": deleted})
+        return pb.InvalidateResponse(deleted=deleted)
+
+    async def GetStats(  # noqa: N802 - name fixed by the proto
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatsResponse:
+        """Return the counters since start."""
+        return pb.GetStatsResponse(**self.stats)
+
+    def _count(self, stat: str, label: str) -> None:
+        self.stats[stat] += 1
+        metrics.LOOKUPS.labels(label).inc()

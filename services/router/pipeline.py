@@ -1,0 +1,496 @@
+"""One request through the gateway: screen, admit and look up concurrently, then answer
+from the cache or a provider, restore redacted values, store and settle.
+
+Requests and answers are OpenAI-shaped dicts here; the servicers turn them into HTTP
+bytes or typed messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aigateway.metering.v1 import metering_service_pb2 as metering_pb
+from aigateway.type.v1 import chat_pb2
+from google.protobuf import timestamp_pb2
+
+from libs.errors import (
+    DeadlineExceededError,
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from libs.principal import Principal
+from libs.redaction import StreamRestorer, restore
+from services.router import metrics
+from services.router.catalog import Catalog, Deployment, ModelGroup, ModelNotFoundError, Price
+from services.router.clients import CacheClient, MeteringClient, SecurityClient, principal_message
+from services.router.convert import usage_message
+from services.router.openai_request import iter_prompt_texts, replace_prompt_texts, validate
+from services.router.providers.base import ProviderError
+from services.router.routing import AllDeploymentsFailedError, Router
+
+logger = logging.getLogger(__name__)
+
+# Output tokens assumed for the budget reservation when the request sets no maximum.
+DEFAULT_OUTPUT_ESTIMATE = 512
+# Characters per token for estimates made before the provider reports usage.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class RequestContext:
+    """Per-request facts the servicer knows before the pipeline runs."""
+
+    request_id: str
+    principal: Principal
+    started: float = field(default_factory=time.perf_counter)
+    start_time: float = field(default_factory=time.time)
+
+
+@dataclass
+class Outcome:
+    """How a request was served, for response headers and typed responses."""
+
+    deployment: str = ""
+    provider: str = ""
+    attempts: int = 0
+    cost_usd: float = 0.0
+    cache: str = "miss"
+    """``miss``, ``exact``, ``semantic`` or ``bypass``."""
+
+    def headers(self, request_id: str, *, with_cost: bool = True) -> tuple[tuple[str, str], ...]:
+        """Return the response headers that describe this outcome."""
+        headers = [("x-request-id", request_id), ("x-aigw-cache", self.cache),
+                   ("x-aigw-attempts", str(self.attempts))]
+        if self.deployment:
+            headers.append(("x-aigw-deployment", self.deployment))
+        if with_cost:
+            headers.append(("x-aigw-cost-usd", f"{self.cost_usd:.8f}"))
+        return tuple(headers)
+
+
+@dataclass
+class Prepared:
+    """A request that passed screening and admission."""
+
+    context: RequestContext
+    request: dict[str, Any]
+    """What the provider gets: the client's request with redacted texts."""
+    request_json: bytes
+    """The client's request as sent, the cache key's source."""
+    group: ModelGroup
+    placeholders: dict[str, str]
+    cached: bytes | None
+    cache_kind: str
+
+
+def cost_usd(price: Price, usage: dict[str, Any] | None) -> float:
+    """Return the cost of ``usage`` at ``price`` (USD per million tokens)."""
+    if not usage:
+        return 0.0
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = min(int(details.get("cached_tokens") or 0), prompt)
+    return (
+        (prompt - cached) * price.input_per_mtok
+        + cached * price.cached_input_per_mtok
+        + completion * price.output_per_mtok
+    ) / 1_000_000
+
+
+def provider_error_to_gateway(error: ProviderError | AllDeploymentsFailedError) -> GatewayError:
+    """Map a routing failure to the error the client sees."""
+    if isinstance(error, AllDeploymentsFailedError):
+        last = error.last_error
+        attempts = str(len(error.attempts))
+        if last is not None and last.status == 429:
+            return ResourceExhaustedError(
+                "every deployment of the model is rate limited; retry later",
+                reason="UPSTREAM_RATE_LIMITED", subject="provider", retry_after_s=last.retry_after_s or 1.0,
+                metadata={"attempts": attempts},
+            )
+        if last is not None and last.code == "UPSTREAM_TIMEOUT":
+            return DeadlineExceededError("every deployment of the model timed out", reason="UPSTREAM_TIMEOUT",
+                                         metadata={"attempts": attempts})
+        return UnavailableError(
+            "every deployment of the model failed; retry later",
+            reason=last.code if last is not None else "UPSTREAM_UNAVAILABLE",
+            retry_after_s=1.0, metadata={"attempts": attempts},
+        )
+    if error.status is not None and 400 <= error.status < 500 and error.status != 429:
+        return InvalidRequestError(f"the provider rejected the request: {error.message}", reason=error.code,
+                                   openai_code=error.code.lower())
+    return UnavailableError(f"the provider failed: {error.message}", reason=error.code, retry_after_s=1.0)
+
+
+class Pipeline:
+    """The router's request orchestration."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        router: Router,
+        security: SecurityClient,
+        cache: CacheClient | None,
+        metering: MeteringClient,
+        *,
+        semantic_cache: bool = True,
+    ) -> None:
+        self.catalog = catalog
+        self.router = router
+        self.security = security
+        self.cache = cache
+        self.metering = metering
+        self.semantic_cache = semantic_cache
+        self._background: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def new_context(request_id: str | None, principal: Principal) -> RequestContext:
+        """Return the context of a new request."""
+        return RequestContext(request_id=request_id or uuid.uuid4().hex, principal=principal)
+
+    def group(self, model: str) -> ModelGroup:
+        """Return the catalog's model group or raise NotFoundError."""
+        try:
+            return self.catalog.get(model)
+        except ModelNotFoundError:
+            raise NotFoundError(
+                f"the model `{model}` does not exist or you do not have access to it",
+                reason="MODEL_NOT_FOUND", param="model", openai_code="model_not_found", metadata={"model": model},
+            ) from None
+
+    async def prepare(self, context: RequestContext, request: dict[str, Any]) -> Prepared:
+        """Validate, then screen, admit and look the request up concurrently."""
+        validate(request)
+        group = self.group(request["model"])
+        located = list(iter_prompt_texts(request))
+        slots = [slot for slot, _ in located]
+        texts = [text for _, text in located]
+        roles = [str(request["messages"][index].get("role")) for (index, _), _ in located]
+        request_json = orjson.dumps(request)
+
+        admit = self._admit_message(context, request, group, texts)
+        lookups = []
+        if self.cache is not None and (request.get("n") or 1) == 1:
+            lookups.append(self.cache.lookup(context.principal.tenant, request_json, self.semantic_cache))
+        results = await asyncio.gather(
+            self.security.screen(
+                context.request_id, context.principal, group.name, dict(group.attributes),
+                list(zip(roles, texts, strict=True)),
+            ),
+            self.metering.admit(admit),
+            *lookups,
+            return_exceptions=True,
+        )
+        screening, admission = results[0], results[1]
+        for result in (screening, admission):
+            if isinstance(result, BaseException):
+                if not isinstance(admission, BaseException):
+                    self.settle(context, group.name, None, None, None, "rejected", stream=False)
+                raise result
+        cached = results[2] if len(results) > 2 and not isinstance(results[2], BaseException) else None
+
+        assert not isinstance(screening, BaseException)
+        provider_request = request
+        if screening.texts is not None:
+            provider_request = replace_prompt_texts(request, slots, screening.texts)
+        return Prepared(
+            context=context, request=provider_request, request_json=request_json, group=group,
+            placeholders=screening.placeholders,
+            cached=cached.body if cached is not None else None,
+            cache_kind=cached.kind if cached is not None else ("miss" if lookups else "bypass"),
+        )
+
+    def _admit_message(
+        self, context: RequestContext, request: dict[str, Any], group: ModelGroup, texts: list[str]
+    ) -> metering_pb.AdmitRequest:
+        prompt_tokens = sum(len(text) for text in texts) // CHARS_PER_TOKEN + 4 * len(request["messages"])
+        output_tokens = int(request.get("max_completion_tokens") or request.get("max_tokens") or DEFAULT_OUTPUT_ESTIMATE)
+        price = max((d.price for d in group.deployments), key=lambda p: p.input_per_mtok + p.output_per_mtok)
+        estimate = cost_usd(price, {"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens})
+        return metering_pb.AdmitRequest(
+            request_id=context.request_id, principal=principal_message(context.principal), model=group.name,
+            estimated_prompt_tokens=prompt_tokens, estimated_cost_usd=estimate,
+        )
+
+    async def complete(self, prepared: Prepared) -> tuple[dict[str, Any] | bytes, Outcome]:
+        """Answer a non-streaming request: cached bytes, or the provider's completion."""
+        context = prepared.context
+        if prepared.cached is not None:
+            outcome = Outcome(cache=prepared.cache_kind)
+            metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
+            self.settle(context, prepared.group.name, None, None, None, "cache_hit", stream=False)
+            return prepared.cached, outcome
+
+        try:
+            routed = await self.router.complete(prepared.request, prepared.group)
+        except (ProviderError, AllDeploymentsFailedError) as exc:
+            self.settle(context, prepared.group.name, None, None, None, "error", stream=False)
+            raise provider_error_to_gateway(exc) from None
+        body = routed.body
+        if prepared.placeholders:
+            _restore_completion(body, prepared.placeholders)
+        usage = body.get("usage")
+        cost = cost_usd(routed.deployment.price, usage)
+        outcome = Outcome(
+            deployment=routed.deployment.id, provider=routed.deployment.provider,
+            attempts=len(routed.attempts), cost_usd=cost, cache=prepared.cache_kind,
+        )
+        metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
+        self.settle(context, prepared.group.name, routed.deployment, usage, cost, "ok", stream=False)
+        if self.cache is not None and prepared.cache_kind != "bypass" and _complete_answer(body):
+            self._spawn(self.cache.store(context.principal.tenant, prepared.request_json, orjson.dumps(body)))
+        return body, outcome
+
+    async def stream(self, prepared: Prepared, include_usage: bool) -> StreamRun:
+        """Start a streaming answer; the returned run yields OpenAI chunks."""
+        if prepared.cached is not None:
+            return StreamRun(self, prepared, None, include_usage)
+        try:
+            routed = await self.router.stream(prepared.request, prepared.group)
+        except (ProviderError, AllDeploymentsFailedError) as exc:
+            self.settle(prepared.context, prepared.group.name, None, None, None, "error", stream=True)
+            raise provider_error_to_gateway(exc) from None
+        return StreamRun(self, prepared, routed, include_usage)
+
+    def settle(
+        self,
+        context: RequestContext,
+        model: str,
+        deployment: Deployment | None,
+        usage: dict[str, Any] | None,
+        cost: float | None,
+        outcome: str,
+        *,
+        stream: bool,
+    ) -> None:
+        """Send the request's usage to metering in the background (durably)."""
+        start = timestamp_pb2.Timestamp()
+        start.FromNanoseconds(int(context.start_time * 1e9))
+        message = metering_pb.SettleRequest(
+            request_id=context.request_id, principal=principal_message(context.principal), model=model,
+            deployment=deployment.id if deployment else "", provider=deployment.provider if deployment else "",
+            usage=usage_message(usage) or chat_pb2.Usage(), cost_usd=cost or 0.0, outcome=outcome, start_time=start,
+            latency_ms=(time.perf_counter() - context.started) * 1000, stream=stream,
+        )
+        self.metering.settle(message)
+        if deployment is not None and usage:
+            metrics.record_usage(model, deployment.provider, usage, cost or 0.0)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for background cache stores to finish."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout_s)
+
+
+class StreamRun:
+    """A streaming answer in progress: restores placeholders, gathers the whole answer for
+    the cache, hides the usage chunk unless the client asked for it, and settles usage
+    when it ends, however it ends."""
+
+    def __init__(self, pipeline: Pipeline, prepared: Prepared, routed: Any, include_usage: bool) -> None:
+        self.pipeline = pipeline
+        self.prepared = prepared
+        self.routed = routed
+        self.include_usage = include_usage
+        self.outcome = Outcome(cache=prepared.cache_kind if routed is None else prepared.cache_kind)
+        if routed is not None:
+            self.outcome.deployment = routed.deployment.id if routed.deployment else ""
+            self.outcome.attempts = len(routed.attempts)
+        self._restorers: dict[int, StreamRestorer] = {}
+        self._assembly = _Assembly()
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield the chunks to send. Raises GatewayError when the provider fails mid-stream."""
+        if self.routed is None:
+            async for chunk in self._cached_chunks():
+                yield chunk
+            return
+        prepared = self.prepared
+        state = "error"
+        try:
+            async for chunk in self.routed:
+                self._assembly.add(chunk)
+                if prepared.placeholders:
+                    self._restore_chunk(chunk)
+                if not self.include_usage and chunk.get("usage") is not None:
+                    # The router always asks providers for usage, to meter; the client
+                    # sees the usage chunk only when it asked for it.
+                    if not chunk.get("choices"):
+                        continue
+                    chunk = {key: value for key, value in chunk.items() if key != "usage"}
+                yield chunk
+            state = "ok"
+        except (ProviderError, AllDeploymentsFailedError) as exc:
+            raise provider_error_to_gateway(exc) from None
+        except (asyncio.CancelledError, GeneratorExit):
+            state = "cancelled"
+            raise
+        finally:
+            await self.routed.aclose()
+            self._finish(state)
+
+    async def _cached_chunks(self) -> AsyncIterator[dict[str, Any]]:
+        assert self.prepared.cached is not None
+        body = orjson.loads(self.prepared.cached)
+        metrics.CACHE_RESULTS.labels(self.prepared.group.name, self.prepared.cache_kind).inc()
+        self.pipeline.settle(self.prepared.context, self.prepared.group.name, None, None, None, "cache_hit",
+                             stream=True)
+        for chunk in completion_to_chunks(body, self.include_usage):
+            yield chunk
+
+    def _restore_chunk(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            restorer = self._restorers.get(index)
+            if restorer is None:
+                restorer = self._restorers[index] = StreamRestorer(self.prepared.placeholders)
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            emitted = restorer.feed(text) if isinstance(text, str) else ""
+            if choice.get("finish_reason"):
+                emitted += restorer.flush()
+            if isinstance(text, str) or emitted:
+                delta["content"] = emitted
+                choice["delta"] = delta
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                if isinstance(function.get("arguments"), str):
+                    # NOTE: arguments are restored per fragment, so a placeholder split
+                    # across two argument fragments reaches the client unrestored.
+                    function["arguments"] = restore(function["arguments"], self.prepared.placeholders)
+
+    def _finish(self, state: str) -> None:
+        prepared = self.prepared
+        routed = self.routed
+        deployment = routed.deployment if routed is not None else None
+        usage = self._assembly.usage
+        if usage is None and deployment is not None:
+            usage = self._assembly.estimated_usage(prepared.request)
+        cost = cost_usd(deployment.price, usage) if deployment is not None else 0.0
+        self.outcome.cost_usd = cost
+        if deployment is not None:
+            self.outcome.deployment = deployment.id
+            self.outcome.provider = deployment.provider
+            self.outcome.attempts = len(routed.attempts)
+        metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
+        self.pipeline.settle(prepared.context, prepared.group.name, deployment, usage, cost, state, stream=True)
+        cache = self.pipeline.cache
+        if state == "ok" and cache is not None and prepared.cache_kind != "bypass":
+            body = self._assembly.completion()
+            if prepared.placeholders:
+                _restore_completion(body, prepared.placeholders)
+            if _complete_answer(body):
+                self.pipeline._spawn(
+                    cache.store(prepared.context.principal.tenant, prepared.request_json, orjson.dumps(body))
+                )
+
+
+class _Assembly:
+    """Builds the complete chat.completion from stream chunks, for the cache and metering."""
+
+    def __init__(self) -> None:
+        self.meta: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        for key in ("id", "created", "model", "system_fingerprint"):
+            if chunk.get(key) is not None:
+                self.meta[key] = chunk[key]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            entry = self.choices.setdefault(index, {"content": [], "tool_calls": {}, "finish_reason": None})
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                entry["content"].append(delta["content"])
+            for call in delta.get("tool_calls") or ():
+                slot = entry["tool_calls"].setdefault(
+                    call.get("index", 0), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                if call.get("id"):
+                    slot["id"] = call["id"]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    slot["function"]["name"] = function["name"]
+                if isinstance(function.get("arguments"), str):
+                    slot["function"]["arguments"] += function["arguments"]
+            if choice.get("finish_reason"):
+                entry["finish_reason"] = choice["finish_reason"]
+
+    def completion(self) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self.choices):
+            entry = self.choices[index]
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(entry["content"]) or None}
+            if entry["tool_calls"]:
+                message["tool_calls"] = [entry["tool_calls"][i] for i in sorted(entry["tool_calls"])]
+            choices.append({"index": index, "message": message, "finish_reason": entry["finish_reason"]})
+        body = {
+            "id": self.meta.get("id", ""), "object": "chat.completion", "created": self.meta.get("created", 0),
+            "model": self.meta.get("model", ""), "choices": choices,
+        }
+        if self.usage:
+            body["usage"] = self.usage
+        return body
+
+    def estimated_usage(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Estimate usage from the text produced, for streams that ended without a usage report."""
+        produced = sum(len("".join(entry["content"])) for entry in self.choices.values())
+        produced += sum(
+            len(call["function"]["arguments"]) for entry in self.choices.values() for call in entry["tool_calls"].values()
+        )
+        prompt = sum(len(text) for _, text in iter_prompt_texts(request)) // CHARS_PER_TOKEN
+        completion = (produced + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _complete_answer(body: dict[str, Any]) -> bool:
+    choices = body.get("choices") or []
+    return bool(choices) and all(choice.get("finish_reason") in ("stop", "tool_calls") for choice in choices)
+
+
+def _restore_completion(body: dict[str, Any], placeholders: dict[str, str]) -> None:
+    for choice in body.get("choices") or ():
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            message["content"] = restore(message["content"], placeholders)
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            if isinstance(function.get("arguments"), str):
+                function["arguments"] = restore(function["arguments"], placeholders)
+
+
+def completion_to_chunks(body: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """Turn a complete chat.completion into the chunks a stream of it would have sent."""
+    base = {"id": body.get("id", ""), "object": "chat.completion.chunk", "created": body.get("created", 0),
+            "model": body.get("model", "")}
+    chunks: list[dict[str, Any]] = []
+    for choice in body.get("choices") or ():
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        chunks.append({**base, "choices": [{"index": choice.get("index", 0), "delta": delta, "finish_reason": None}]})
+        chunks.append({**base, "choices": [{"index": choice.get("index", 0), "delta": {},
+                                            "finish_reason": choice.get("finish_reason")}]})
+    if include_usage and body.get("usage"):
+        chunks.append({**base, "choices": [], "usage": body["usage"]})
+    return chunks

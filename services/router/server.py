@@ -1,0 +1,57 @@
+"""Wiring of the router process: catalog, clients, pipeline and servicers."""
+
+from __future__ import annotations
+
+from aigateway.chat.v1 import chat_service_pb2, chat_service_pb2_grpc
+from aigateway.router.v1 import router_service_pb2, router_service_pb2_grpc
+
+from libs.grpcserver import ServiceSpec
+from services.router import upstream
+from services.router.catalog import Catalog
+from services.router.clients import CacheClient, MeteringClient, SecurityClient
+from services.router.config import RouterConfig
+from services.router.pipeline import Pipeline
+from services.router.routing import Router
+from services.router.service import ChatServicer, RouterServicer
+
+SERVICE_NAMES = (
+    router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,
+    chat_service_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+)
+
+
+def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
+    """Return the server spec and the pipeline it serves."""
+    catalog = Catalog.load(config.catalog_path)
+    security = SecurityClient(config.security_address)
+    cache = CacheClient(config.cache_address) if config.cache_address else None
+    metering = MeteringClient(config.metering_address)
+    pipeline = Pipeline(catalog, Router(catalog), security, cache, metering, semantic_cache=config.semantic_cache)
+
+    async def close() -> None:
+        await pipeline.drain()
+        await metering.close()
+        await security.close()
+        if cache is not None:
+            await cache.close()
+        await upstream.close_session()
+
+    spec = ServiceSpec(
+        name="router",
+        listen=config.listen,
+        registrars=(
+            lambda server: router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server),
+            lambda server: chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(pipeline), server),
+        ),
+        service_names=SERVICE_NAMES,
+        metrics_port=config.metrics_port,
+        drain_s=config.drain_s,
+        on_stop=(close,),
+    )
+    return spec, pipeline
+
+
+async def build(config: RouterConfig) -> ServiceSpec:
+    """Return the server spec; the catalog is read here, so a bad one fails at start."""
+    spec, _ = build_pipeline(config)
+    return spec

@@ -1,0 +1,43 @@
+"""Security service settings, read once from ``SECURITY_*`` environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.config import Env
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Settings of the security process."""
+
+    listen: str
+    """``host:port`` of the gRPC server (``SECURITY_LISTEN``)."""
+    metrics_port: int | None
+    """Prometheus port on 127.0.0.1 (``SECURITY_METRICS_PORT``); 0 disables it."""
+    database_url: str
+    """PostgreSQL URL for API keys and the audit log (``SECURITY_DATABASE_URL``)."""
+    cerbos_address: str
+    """``host:port`` of the Cerbos PDP's gRPC listener (``SECURITY_CERBOS_ADDR``)."""
+    key_cache_ttl_s: float
+    """Seconds a verified or rejected key is remembered (``SECURITY_KEY_CACHE_TTL_S``);
+    a revocation takes effect within this time."""
+    drain_s: float
+    """Seconds between NOT_SERVING and stop on SIGTERM (``SECURITY_DRAIN_S``)."""
+    log_level: str
+    """Log level (``SECURITY_LOG_LEVEL``)."""
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> SecurityConfig:
+        """Read the settings; raise ConfigError naming the variable on a bad value."""
+        env = env or Env("SECURITY")
+        metrics_port = env.int("METRICS_PORT", 9102)
+        return cls(
+            listen=env.address("LISTEN", "127.0.0.1:50052"),
+            metrics_port=metrics_port or None,
+            database_url=env.str("DATABASE_URL"),
+            cerbos_address=env.address("CERBOS_ADDR", "127.0.0.1:3593"),
+            key_cache_ttl_s=env.float("KEY_CACHE_TTL_S", 30.0),
+            drain_s=env.float("DRAIN_S", 5.0),
+            log_level=env.str("LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,47 @@
+"""Wiring of the security process: key store, policy client, screeners and servicers."""
+
+from __future__ import annotations
+
+from aigateway.security.v1 import security_service_pb2, security_service_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from libs.grpcserver import ServiceSpec
+from services.security.apikeys import ApiKeyStore
+from services.security.audit import AuditLog
+from services.security.authz import ModelAuthorizer
+from services.security.config import SecurityConfig
+from services.security.injection import InjectionDetector
+from services.security.pii import PiiRedactor
+from services.security.service import AuthorizationServicer, SecurityServicer
+
+SERVICE_NAMES = (
+    security_service_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
+    external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
+)
+
+
+async def build(config: SecurityConfig) -> ServiceSpec:
+    """Open the stores and clients and return the server spec."""
+    keys = await ApiKeyStore.open(config.database_url, cache_ttl_s=config.key_cache_ttl_s)
+    audit = await AuditLog.open(config.database_url)
+    authorizer = await ModelAuthorizer.connect(config.cerbos_address)
+    screening = SecurityServicer(keys, authorizer, PiiRedactor(), InjectionDetector(), audit)
+    edge = AuthorizationServicer(keys)
+
+    async def close() -> None:
+        await audit.close()
+        await authorizer.close()
+        await keys.close()
+
+    return ServiceSpec(
+        name="security",
+        listen=config.listen,
+        registrars=(
+            lambda server: security_service_pb2_grpc.add_SecurityServiceServicer_to_server(screening, server),
+            lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(edge, server),
+        ),
+        service_names=SERVICE_NAMES,
+        metrics_port=config.metrics_port,
+        drain_s=config.drain_s,
+        on_stop=(close,),
+    )

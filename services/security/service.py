@@ -1,0 +1,269 @@
+"""gRPC servicers of the security service: Envoy's ext_authz check and prompt screening
+with API key administration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from aigateway.security.v1 import security_service_pb2 as pb
+from aigateway.security.v1 import security_service_pb2_grpc as pb_grpc
+from envoy.config.core.v3 import base_pb2 as core_pb
+from envoy.service.auth.v3 import external_auth_pb2 as authz_pb
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import timestamp_pb2
+from google.rpc import code_pb2, status_pb2
+
+from libs.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from libs.principal import Principal
+from services.security import metrics
+from services.security.apikeys import ApiKeyRecord, ApiKeyStore
+from services.security.audit import AuditEvent, AuditLog
+from services.security.authz import ModelAuthorizer
+from services.security.injection import InjectionDetector
+from services.security.pii import PiiRedactor
+
+logger = logging.getLogger(__name__)
+
+# Texts from these roles come from the end user or from tools; operator prompts
+# (system, developer) and earlier model turns are trusted for injection screening.
+SCREENED_ROLES = frozenset({"user", "tool", "function"})
+
+
+def _key_from_headers(headers: dict[str, str]) -> str | None:
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    for name in ("x-api-key", "api-key"):
+        if headers.get(name):
+            return headers[name].strip()
+    return None
+
+
+def _denied(message: str, code: str) -> authz_pb.CheckResponse:
+    error = AuthenticationError(message, reason=code.upper(), openai_code=code)
+    return authz_pb.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=message),
+        denied_response=authz_pb.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.Unauthorized),
+            headers=[
+                core_pb.HeaderValueOption(
+                    header=core_pb.HeaderValue(key="content-type", value="application/json"),
+                    append_action=core_pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                ),
+                core_pb.HeaderValueOption(
+                    header=core_pb.HeaderValue(key="www-authenticate", value='Bearer realm="aigateway"'),
+                    append_action=core_pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                ),
+            ],
+            body=error.openai_body().decode("ascii"),
+        ),
+    )
+
+
+class AuthorizationServicer(authz_grpc.AuthorizationServicer):
+    """Envoy ext_authz: verify the API key and hand the principal to the edge as headers."""
+
+    def __init__(self, keys: ApiKeyStore) -> None:
+        self.keys = keys
+
+    async def Check(  # noqa: N802 - name fixed by Envoy's API
+        self, request: authz_pb.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> authz_pb.CheckResponse:
+        """Allow a request with a valid key, deny any other with 401 in OpenAI's shape."""
+        headers = dict(request.attributes.request.http.headers)
+        presented = _key_from_headers(headers)
+        if presented is None:
+            metrics.AUTH_DECISIONS.labels("missing_key").inc()
+            return _denied(
+                "missing API key: send it as `Authorization: Bearer <key>`", "missing_api_key"
+            )
+
+        principal = await self.keys.verify(presented)
+        if principal is None:
+            metrics.AUTH_DECISIONS.labels("invalid_key").inc()
+            return _denied(
+                "invalid API key: check the key, or create one with `python -m services.security.keys_cli create`",
+                "invalid_api_key",
+            )
+
+        metrics.AUTH_DECISIONS.labels("allowed").inc()
+        return authz_pb.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=authz_pb.OkHttpResponse(
+                headers=[
+                    core_pb.HeaderValueOption(
+                        header=core_pb.HeaderValue(key=key, value=value),
+                        append_action=core_pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                    )
+                    for key, value in principal.to_headers().items()
+                ],
+                headers_to_remove=["authorization", "x-api-key", "api-key"],
+            ),
+        )
+
+
+def _principal(message: Any) -> Principal:
+    if not message.tenant or not message.key_id:
+        raise InvalidRequestError("principal.tenant and principal.key_id are required", reason="MISSING_PRINCIPAL",
+                                  param="principal")
+    return Principal(
+        tenant=message.tenant, key_id=message.key_id, roles=tuple(message.roles),
+        allowed_models=tuple(message.allowed_models),
+        budget_usd=message.budget_usd if message.HasField("budget_usd") else None,
+    )
+
+
+def _timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _api_key_message(record: ApiKeyRecord) -> pb.ApiKey:
+    message = pb.ApiKey(
+        id=record.id, tenant=record.tenant, name=record.name, roles=list(record.roles),
+        allowed_models=list(record.allowed_models),
+    )
+    if record.budget_usd is not None:
+        message.budget_usd = float(record.budget_usd)
+    created = _timestamp(record.created_at)
+    if created is not None:
+        message.create_time.CopyFrom(created)
+    revoked = _timestamp(record.revoked_at)
+    if revoked is not None:
+        message.revoke_time.CopyFrom(revoked)
+    return message
+
+
+class SecurityServicer(pb_grpc.SecurityServiceServicer):
+    """Prompt screening and API key administration."""
+
+    def __init__(
+        self,
+        keys: ApiKeyStore,
+        authorizer: ModelAuthorizer,
+        redactor: PiiRedactor,
+        detector: InjectionDetector,
+        audit: AuditLog,
+    ) -> None:
+        self.keys = keys
+        self.authorizer = authorizer
+        self.redactor = redactor
+        self.detector = detector
+        self.audit = audit
+
+    async def ScreenPrompt(  # noqa: N802 - name fixed by the proto
+        self, request: pb.ScreenPromptRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScreenPromptResponse:
+        """Check the model policy, block injections, redact PII."""
+        principal = _principal(request.principal)
+        if not request.model:
+            raise InvalidRequestError("model is required", reason="MISSING_MODEL", param="model")
+
+        # The policy check is a network call: start it, screen the texts meanwhile.
+        policy = asyncio.ensure_future(
+            self.authorizer.can_invoke(principal, request.model, dict(request.model_attributes))
+        )
+        try:
+            verdict = None
+            for item in request.texts:
+                if item.role in SCREENED_ROLES or not item.role:
+                    candidate = self.detector.scan(item.text)
+                    if candidate.blocked:
+                        verdict = candidate
+                        break
+            redaction = self.redactor.redact([item.text for item in request.texts])
+            allowed = await policy
+        except Exception as exc:
+            policy.cancel()
+            if isinstance(exc, (ConnectionError, OSError, TimeoutError, grpc.aio.AioRpcError)):
+                raise UnavailableError("the authorization policy engine is unavailable", reason="POLICY_UNAVAILABLE",
+                                       retry_after_s=1.0) from exc
+            raise
+
+        event = AuditEvent(
+            request_id=request.request_id, tenant=principal.tenant, key_id=principal.key_id, model=request.model,
+            action="invoke", decision="allowed", reason="", pii_counts=dict(redaction.counts), injection_technique=None,
+        )
+        if not allowed:
+            metrics.SCREEN_DECISIONS.labels("model_not_allowed").inc()
+            self.audit.record(event.denied("MODEL_NOT_ALLOWED"))
+            raise PermissionDeniedError(
+                f"this API key may not use the model `{request.model}`",
+                reason="MODEL_NOT_ALLOWED", param="model", openai_code="model_not_allowed",
+                metadata={"model": request.model},
+            )
+        if verdict is not None:
+            metrics.SCREEN_DECISIONS.labels("prompt_injection").inc()
+            self.audit.record(event.denied("PROMPT_INJECTION_DETECTED", verdict.technique))
+            raise InvalidRequestError(
+                "the prompt was blocked because it looks like a prompt-injection attempt "
+                f"({verdict.technique or 'unspecified technique'}); rephrase the request",
+                reason="PROMPT_INJECTION_DETECTED", param="messages", openai_code="prompt_injection_detected",
+                metadata={"technique": verdict.technique or ""},
+            )
+
+        metrics.SCREEN_DECISIONS.labels("allowed").inc()
+        for entity_type, count in redaction.counts.items():
+            metrics.PII_REDACTIONS.labels(entity_type).inc(count)
+        self.audit.record(event)
+        if not redaction.mapping:
+            return pb.ScreenPromptResponse(redacted=False)
+        return pb.ScreenPromptResponse(
+            redacted=True,
+            texts=[pb.PromptText(text=text, role=item.role) for text, item in zip(redaction.texts, request.texts,
+                                                                                   strict=True)],
+            placeholders=redaction.mapping,
+            pii_counts=redaction.counts,
+        )
+
+    async def CreateApiKey(  # noqa: N802 - name fixed by the proto
+        self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateApiKeyResponse:
+        """Create a key and return it once."""
+        if not request.tenant:
+            raise InvalidRequestError("tenant is required", reason="MISSING_TENANT", param="tenant")
+        if not request.name:
+            raise InvalidRequestError("name is required", reason="MISSING_NAME", param="name")
+        budget = request.budget_usd if request.HasField("budget_usd") else None
+        if budget is not None and budget < 0:
+            raise InvalidRequestError(f"budget_usd is {budget}; it must be 0 or more", reason="INVALID_BUDGET",
+                                      param="budget_usd")
+
+        key, record = await self.keys.create(
+            request.tenant, request.name, list(request.roles), list(request.allowed_models), budget
+        )
+        return pb.CreateApiKeyResponse(api_key=_api_key_message(record), key=key)
+
+    async def ListApiKeys(  # noqa: N802 - name fixed by the proto
+        self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListApiKeysResponse:
+        """List keys, never the key texts."""
+        records = await self.keys.list(request.tenant or None)
+        return pb.ListApiKeysResponse(api_keys=[_api_key_message(record) for record in records])
+
+    async def RevokeApiKey(  # noqa: N802 - name fixed by the proto
+        self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeApiKeyResponse:
+        """Revoke a key; revoking twice is not an error."""
+        if not request.id:
+            raise InvalidRequestError("id is required", reason="MISSING_KEY_ID", param="id")
+        await self.keys.revoke(request.id)
+        record = next((r for r in await self.keys.list(None) if r.id == request.id), None)
+        if record is None:
+            raise NotFoundError(f"no API key has the id {request.id!r}", reason="KEY_NOT_FOUND", param="id",
+                                metadata={"key_id": request.id})
+        return pb.RevokeApiKeyResponse(api_key=_api_key_message(record))
