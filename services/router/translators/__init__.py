@@ -1,0 +1,1 @@
+"""Translators between wire formats, one module per direction: ``<input>_<output>``."""
