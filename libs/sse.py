@@ -1,8 +1,9 @@
 """Server-sent events: an incremental parser and an event writer.
 
-The parser follows the WHATWG HTML "event stream" interpretation rules: lines end in
-LF, CRLF or a lone CR; a line starting with ``:`` is a comment (keep-alives); ``field:
-value`` drops one leading space from the value; an empty line dispatches the event. Bytes
+The parser follows the event stream interpretation rules of the WHATWG HTML standard.
+Lines end in LF, CRLF or a lone CR. A line starting with ``:`` is a comment (servers
+send them as keep-alives). ``field: value`` drops one leading space from the value, and
+an empty line dispatches the event. Bytes
 may be fed split anywhere, including inside a multi-byte UTF-8 character, because lines
 are decoded only once they are complete and a line ending is always a single ASCII byte.
 """
@@ -35,7 +36,7 @@ class SSEParser:
 
     Call :meth:`feed` with each chunk read from the network; it returns the events that
     the chunk completed. An event that is still open when the stream ends is not
-    dispatched (as the spec requires); :attr:`has_pending` tells whether one was cut off.
+    dispatched, as the spec requires, and :attr:`has_pending` is then True.
     """
 
     __slots__ = ("_data", "_event", "_last_id", "_pending", "_retry", "_skip_lf", "_started")

@@ -2,9 +2,11 @@
 
 The catalog is a YAML file. Each model group has a public name, attributes that the
 authorization policy reads (such as its tier), and one or more deployments: an upstream
-model at a provider endpoint with its price and timeouts. String values may refer to
-environment variables as ``${VAR}`` (an error when unset) or ``${VAR:-default}`` (the
-default when unset or empty); ``$${`` stands for a literal ``${``.
+model at a provider endpoint with its price and timeouts.
+
+String values may refer to environment variables. ``${VAR}`` is an error when VAR is
+unset, ``${VAR:-default}`` takes the default when VAR is unset or empty, and ``$${`` is
+a literal ``${``.
 
 Example::
 
@@ -59,12 +61,31 @@ _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _MODEL_KEYS = frozenset(
-    {"name", "owned_by", "strategy", "attributes", "deployments", "price", "timeout_s",
-     "stream_idle_timeout_s"}
+    {
+        "name",
+        "owned_by",
+        "strategy",
+        "attributes",
+        "deployments",
+        "price",
+        "timeout_s",
+        "stream_idle_timeout_s",
+    }
 )
 _DEPLOYMENT_KEYS = frozenset(
-    {"id", "name", "provider", "upstream_model", "base_url", "api_key_env", "price",
-     "timeout_s", "stream_idle_timeout_s", "priority", "weight"}
+    {
+        "id",
+        "name",
+        "provider",
+        "upstream_model",
+        "base_url",
+        "api_key_env",
+        "price",
+        "timeout_s",
+        "stream_idle_timeout_s",
+        "priority",
+        "weight",
+    }
 )
 _PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
 
@@ -107,8 +128,8 @@ class Deployment:
     """Base URL as the provider's official SDK takes it ("https://api.openai.com/v1",
     "https://api.anthropic.com")."""
     api_key_env: str | None
-    """Name of the environment variable that holds the key, read at call time; None sends
-    no key."""
+    """Name of the environment variable that contains the key, read at call time. None
+    sends no key."""
     price: Price
     timeout_s: float
     """Per attempt. For streams it bounds the time until the first chunk."""
@@ -132,7 +153,7 @@ class ModelGroup:
     name: str
     deployments: tuple[Deployment, ...]
     strategy: str
-    """How deployments are ordered for each request, one of STRATEGIES."""
+    """Name of the strategy that orders the deployments for each request, one of STRATEGIES."""
     attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Free-form labels for the authorization policy, for example {"tier": "standard"}."""
     owned_by: str = "aigateway"
@@ -225,7 +246,9 @@ class _Parser:
             names.add(group.name)
             for deployment in group.deployments:
                 if deployment.id in deployment_ids:
-                    raise self._error(group.name, "deployments", f"id {deployment.id!r} is used twice")
+                    raise self._error(
+                        group.name, "deployments", f"id {deployment.id!r} is used twice"
+                    )
                 deployment_ids.add(deployment.id)
             groups.append(group)
         return groups
@@ -241,7 +264,9 @@ class _Parser:
 
         strategy = self._string(entry, "strategy", name, default="priority")
         if strategy not in STRATEGIES:
-            raise self._error(name, "strategy", f"must be one of {list(STRATEGIES)}, got {strategy!r}")
+            raise self._error(
+                name, "strategy", f"must be one of {list(STRATEGIES)}, got {strategy!r}"
+            )
         owned_by = self._string(entry, "owned_by", name, default="aigateway")
 
         raw_attributes = entry.get("attributes", {})
@@ -307,7 +332,8 @@ class _Parser:
             api_key_env = self._expand(api_key_env, model, f"{where}.api_key_env")
             if not _ENV_NAME.fullmatch(api_key_env):
                 raise self._error(
-                    model, f"{where}.api_key_env",
+                    model,
+                    f"{where}.api_key_env",
                     f"must be an environment variable name, got {api_key_env!r}",
                 )
 
@@ -397,7 +423,9 @@ class _Parser:
             try:
                 return float(expanded)
             except ValueError:
-                raise self._error(model, field_name, f"must be a number, got {expanded!r}") from None
+                raise self._error(
+                    model, field_name, f"must be a number, got {expanded!r}"
+                ) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self._error(model, field_name, f"must be a number, got {value!r}")
         return float(value)
@@ -411,9 +439,7 @@ class _Parser:
             if default is not None:
                 return current if current else default
             if current is None:
-                raise self._error(
-                    model, field_name, f"environment variable {variable} is not set"
-                )
+                raise self._error(model, field_name, f"environment variable {variable} is not set")
             return current
 
         return _ENV_REFERENCE.sub(replace, value) if "$" in value else value
@@ -424,7 +450,9 @@ class _Parser:
         unknown = sorted(str(key) for key in raw if key not in allowed)
         if unknown:
             raise self._error(
-                model, prefix.rstrip(".") or "", f"unknown keys {unknown}; allowed: {sorted(allowed)}"
+                model,
+                prefix.rstrip(".") or "",
+                f"unknown keys {unknown}; allowed: {sorted(allowed)}",
             )
 
     def _error(self, model: str | None, field_name: str, problem: str) -> CatalogError:

@@ -1,11 +1,11 @@
 """Choose deployments for a request and fail over between them.
 
-A strategy orders a group's deployments for one request; a health tracker says which
-deployments are cooling down and learns from each attempt's outcome. The router walks
-the order: a retryable ProviderError moves on to the next deployment at once, any other
+A strategy orders a group's deployments for one request. A health tracker reports which
+deployments are cooling down and records each attempt's outcome. The router walks the
+order: a retryable ProviderError moves on to the next deployment at once, and any other
 error is raised at once. New strategies (lowest cost, latency, least busy, weighted)
-register in ``STRATEGIES``; a shared health tracker (Redis) implements
-``HealthTracker`` and is passed to the Router.
+register in ``STRATEGIES``. A health tracker shared between replicas (Redis, say)
+implements ``HealthTracker`` and is passed to the Router.
 
 Exception tree::
 
@@ -56,7 +56,7 @@ class Attempt:
     code: str
     """"OK" or the ProviderError code."""
     latency_ms: float
-    """Until the answer (complete) or the first chunk (stream) or the error."""
+    """Time until the response (complete), the first chunk (stream) or the error."""
 
 
 class RoutingError(Exception):
@@ -67,7 +67,7 @@ class AllDeploymentsFailedError(RoutingError):
     """No deployment of the group served the request.
 
     ``last_error`` is None when every deployment was cooling down and none was tried;
-    ``retry_after_s`` then says when the first becomes free again.
+    ``retry_after_s`` is then the time until the first becomes free again.
     """
 
     def __init__(
@@ -93,7 +93,7 @@ class AllDeploymentsFailedError(RoutingError):
 
 @dataclass
 class RoutedCompletion:
-    """A non-streaming answer with the deployment that gave it."""
+    """A non-streaming response with the deployment that returned it."""
 
     body: dict[str, Any]
     """OpenAI ``chat.completion`` dict."""
@@ -175,7 +175,7 @@ class InMemoryHealth:
         return remaining
 
     async def record_success(self, deployment_id: str, latency_ms: float) -> None:
-        """End any cooldown of the deployment, since it answered."""
+        """End any cooldown of the deployment, because it responded."""
         self._cooling_until.pop(deployment_id, None)
 
     async def record_failure(
@@ -227,7 +227,9 @@ class RoutedStream:
             await self._health.record_failure(self.deployment.id, error, latency_ms)
             logger.warning(
                 "deployment %s failed mid-stream: code=%s status=%s",
-                self.deployment.id, error.code, error.status,
+                self.deployment.id,
+                error.code,
+                error.status,
             )
             raise
 
@@ -309,9 +311,9 @@ class Router:
     async def stream(self, request: dict[str, Any], group: ModelGroup) -> RoutedStream:
         """Open a stream on the first deployment that delivers content, in strategy order.
 
-        Returns once a chunk with content (or a finish reason or usage) arrived; chunks
-        before it that carry only the role are held back, so a deployment that stalls
-        or fails before its first token is still failed over. Raises like
+        Returns once a chunk with content (or a finish reason or usage) arrived. Chunks
+        before it that carry only the role are held back, so that a deployment that
+        stalls or fails before its first token is still failed over. Raises like
         :meth:`complete`. Errors after this returns come from iterating the stream.
         """
         plan = await self._plan(request, group)
@@ -365,7 +367,10 @@ class Router:
             raise error
         logger.warning(
             "deployment %s failed, trying the next one: code=%s status=%s latency_ms=%.0f",
-            deployment.id, error.code, error.status, latency_ms,
+            deployment.id,
+            error.code,
+            error.status,
+            latency_ms,
         )
 
     def _exhausted(
@@ -385,7 +390,7 @@ class Router:
 
 
 def _has_content(chunk: Mapping[str, Any]) -> bool:
-    """Whether a chunk carries more than the opening role announcement."""
+    """Return whether a chunk carries more than the opening role announcement."""
     if chunk.get("usage"):
         return True
     for choice in chunk.get("choices") or ():

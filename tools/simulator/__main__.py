@@ -27,23 +27,49 @@ def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
         prog="python -m tools.simulator",
         description="Serve simulated OpenAI and Anthropic APIs with injectable faults.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8090, help="TCP port; 0 picks a free one (default 8090)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before the response headers, in ms")
-    parser.add_argument("--first-token-ms", type=float, default=0.0,
-                        help="delay between the headers and the first stream event, in ms")
-    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between stream events, in ms")
-    parser.add_argument("--error-rate", type=float, default=0.0,
-                        help="share of unscripted requests, 0 to 1, answered with --error-status")
-    parser.add_argument("--error-status", type=int, default=503, help="HTTP status of random errors (default 503)")
-    parser.add_argument("--answer-bytes", type=int, default=None,
-                        help="pad every answer to about this many bytes")
-    parser.add_argument("--tokens-per-chunk", type=int, default=1,
-                        help="answer tokens per stream event (default 1)")
-    parser.add_argument("--log-size", type=int, default=1000,
-                        help="requests kept for GET /_sim/requests (default 1000)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8090, help="TCP port; 0 picks a free one (default 8090)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay before the response headers, in ms"
+    )
+    parser.add_argument(
+        "--first-token-ms",
+        type=float,
+        default=0.0,
+        help="delay between the headers and the first stream event, in ms",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="delay between stream events, in ms"
+    )
+    parser.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.0,
+        help="share of unscripted requests, 0 to 1, answered with --error-status",
+    )
+    parser.add_argument(
+        "--error-status", type=int, default=503, help="HTTP status of random errors (default 503)"
+    )
+    parser.add_argument(
+        "--answer-bytes", type=int, default=None, help="pad every answer to about this many bytes"
+    )
+    parser.add_argument(
+        "--tokens-per-chunk", type=int, default=1, help="answer tokens per stream event (default 1)"
+    )
+    parser.add_argument(
+        "--log-size",
+        type=int,
+        default=1000,
+        help="requests kept for GET /_sim/requests (default 1000)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for --error-rate draws")
-    parser.add_argument("--models", default=None, help="comma-separated model ids for GET /v1/models")
+    parser.add_argument(
+        "--models", default=None, help="comma-separated model ids for GET /v1/models"
+    )
     args = parser.parse_args(argv)
 
     if not 0.0 <= args.error_rate <= 1.0:
@@ -74,13 +100,18 @@ def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
 
 async def serve(config: SimulatorConfig) -> None:
     """Listen until SIGTERM or SIGINT, then stop."""
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    # Handlers may be sleeping in a scripted stall; a test simulator need not wait for them.
+    runner = web.AppRunner(
+        create_app(config), access_log=None, handle_signals=False, shutdown_timeout=0.5
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
     await site.start()
 
     host, port = runner.addresses[0][:2]
-    sys.stdout.write(orjson.dumps({"event": "listening", "host": host, "port": port}).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps({"event": "listening", "host": host, "port": port}).decode() + "\n"
+    )
     sys.stdout.flush()
     logger.info("simulator listening on %s:%d", host, port)
 
@@ -96,8 +127,11 @@ async def serve(config: SimulatorConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments and run the simulator on uvloop when it is installed."""
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format='{"level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format='{"level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
+    )
     try:
         import uvloop
     except ImportError:

@@ -42,8 +42,12 @@ _ERRORS = {
     503: ("overloaded_error", "Overloaded"),
     529: ("overloaded_error", "Overloaded"),
 }
-_STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
-         "tool_calls": "tool_use"}
+_STOP = {
+    "stop": "end_turn",
+    "stop_sequence": "stop_sequence",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+}
 
 
 def error_body(kind: str, message: str) -> dict[str, Any]:
@@ -65,7 +69,7 @@ def _invalid(message: str) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    """Answer ``POST /v1/messages`` as JSON or as an SSE stream."""
+    """Respond to ``POST /v1/messages`` as JSON or as an SSE stream."""
     simulator = request.app[SIMULATOR]
     if not request.headers.get("x-api-key"):
         return json_response(
@@ -92,7 +96,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return scripted_error(500, step.message, None)
 
     header_bytes = request.headers.get("x-sim-answer-bytes")
-    answer_bytes = step.answer_bytes or (int(header_bytes) if header_bytes and header_bytes.isdigit() else None)
+    answer_bytes = step.answer_bytes or (
+        int(header_bytes) if header_bytes and header_bytes.isdigit() else None
+    )
     blocks = _blocks(body, simulator, answer_bytes)
     prompt = count_texts(_prompt_texts(body))
     cached = min(step.cached_tokens, prompt)
@@ -153,17 +159,25 @@ def _validate(body: dict[str, Any]) -> str | None:
             return f"messages.{index}.content: Input should be a valid string or list"
         for block_index, block in enumerate(blocks):
             if block.get("type") == "text" and not block.get("text"):
-                return f"messages.{index}.content.{block_index}: text content blocks must be non-empty"
-        result_ids = {block.get("tool_use_id") for block in blocks if block.get("type") == "tool_result"}
+                return (
+                    f"messages.{index}.content.{block_index}: text content blocks must be non-empty"
+                )
+        result_ids = {
+            block.get("tool_use_id") for block in blocks if block.get("type") == "tool_result"
+        }
         if turn["role"] == "user":
             unknown = result_ids - previous_tool_ids
             if unknown:
-                return (f"messages.{index}.content: unexpected tool_use_id found in tool_result "
-                        f"blocks: {sorted(map(str, unknown))[0]}")
+                return (
+                    f"messages.{index}.content: unexpected tool_use_id found in tool_result "
+                    f"blocks: {sorted(map(str, unknown))[0]}"
+                )
             missing = previous_tool_ids - result_ids
             if missing:
-                return (f"messages.{index}: tool_use ids were found without tool_result blocks "
-                        f"immediately after: {sorted(missing)[0]}")
+                return (
+                    f"messages.{index}: tool_use ids were found without tool_result blocks "
+                    f"immediately after: {sorted(missing)[0]}"
+                )
             previous_tool_ids = set()
         else:
             if result_ids:
@@ -216,7 +230,10 @@ def _last_user_text(turns: list[dict[str, Any]]) -> str:
 
 
 def _blocks(body: dict[str, Any], simulator: Simulator, answer_bytes: int | None) -> list[Reply]:
-    """Decide the answer: one text block, or (as Claude does with "auto") text then a tool call."""
+    """Decide the response content: one text block, or a tool call.
+
+    With tool_choice "auto" a short text block comes before the call, as Claude does.
+    """
     turns = body["messages"]
     tools = [tool for tool in body.get("tools") or [] if isinstance(tool, dict)]
     choice = body.get("tool_choice") or {"type": "auto"}
@@ -237,8 +254,9 @@ def _blocks(body: dict[str, Any], simulator: Simulator, answer_bytes: int | None
             return [Reply(text=f"Calling {call.tool_name}."), call]
         return [call]
 
-    text = pad_answer(ANSWER_PREFIX + _last_user_text(turns),
-                      answer_bytes or simulator.config.answer_bytes)
+    text = pad_answer(
+        ANSWER_PREFIX + _last_user_text(turns), answer_bytes or simulator.config.answer_bytes
+    )
     stop = [item for item in body.get("stop_sequences") or [] if isinstance(item, str)]
     text, finish, matched = truncate(text, body["max_tokens"], stop)
     return [Reply(text=text, finish=finish, stop_sequence=matched)]
@@ -269,13 +287,22 @@ def _stream_events(
 
     start_usage = {**usage, "output_tokens": 1}
     events = [
-        event("message_start", {
-            "type": "message_start",
-            "message": {
-                "id": message_id, "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage,
+        event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
             },
-        }),
+        ),
     ]
     for index, reply in enumerate(blocks):
         if reply.tool_name is None:
@@ -285,28 +312,47 @@ def _stream_events(
                 for piece in split_pieces(reply.text, simulator.config.tokens_per_chunk)
             ]
         else:
-            start = {"type": "tool_use", "id": "toolu_sim" + simulator.next_id(),
-                     "name": reply.tool_name, "input": {}}
+            start = {
+                "type": "tool_use",
+                "id": "toolu_sim" + simulator.next_id(),
+                "name": reply.tool_name,
+                "input": {},
+            }
             # Anthropic opens a tool's input with an empty partial_json.
             deltas = [{"type": "input_json_delta", "partial_json": ""}] + [
                 {"type": "input_json_delta", "partial_json": piece}
                 for piece in split_json(reply.tool_arguments)
             ]
-        events.append(event("content_block_start", {
-            "type": "content_block_start", "index": index, "content_block": start,
-        }))
+        events.append(
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": start,
+                },
+            )
+        )
         if index == 0:
             events.append(event("ping", {"type": "ping"}))
         events.extend(
-            event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
             for delta in deltas
         )
         events.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
 
-    events.append(event("message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": stop_reason, "stop_sequence": last.stop_sequence},
-        "usage": {"output_tokens": usage["output_tokens"]},
-    }))
+    events.append(
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": last.stop_sequence},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
     events.append(event("message_stop", {"type": "message_stop"}))
     return events

@@ -97,7 +97,7 @@ def log_request(request: web.Request, body: Any) -> None:
 async def send_json_answer(
     request: web.Request, payload: Any, plan: FaultPlan, headers: Mapping[str, str]
 ) -> web.StreamResponse:
-    """Write a JSON answer, applying stall and disconnect faults."""
+    """Write a JSON response, applying stall and disconnect faults."""
     body = orjson.dumps(payload)
     step = plan.step
     if plan.first_token_s:
@@ -108,14 +108,18 @@ async def send_json_answer(
     response = web.StreamResponse(headers={**headers, "Content-Type": "application/json"})
     response.content_length = len(body)
     await response.prepare(request)
-    if step.stall_ms:
-        await asyncio.sleep(step.stall_ms / 1000.0)
-    if step.disconnect_after_chunks is not None:
-        await response.write(body[: len(body) // 2])
-        _disconnect(request)
-        return response
-    await response.write(body)
-    await response.write_eof()
+    try:
+        if step.stall_ms:
+            await asyncio.sleep(step.stall_ms / 1000.0)
+        if step.disconnect_after_chunks is not None:
+            await response.write(body[: len(body) // 2])
+            _disconnect(request)
+            return response
+        await response.write(body)
+        await response.write_eof()
+    except ConnectionError:
+        # The client gave up during a stall, which is what the stall is for.
+        pass
     return response
 
 
@@ -157,24 +161,33 @@ async def send_events(
         }
     )
     await response.prepare(request)
+    try:
+        await _write_events(response, events[:limit], pauses)
+        if step.disconnect_after_chunks is not None:
+            _disconnect(request)
+            return response
+        await response.write_eof()
+    except ConnectionError:
+        # The client went away, for instance after its own timeout during a stall.
+        pass
+    return response
+
+
+async def _write_events(
+    response: web.StreamResponse, events: list[bytes], pauses: Mapping[int, float]
+) -> None:
     batch: list[bytes] = []
-    for index in range(limit + 1):
+    for index in range(len(events) + 1):
         pause = pauses.get(index)
         if pause:
             if batch:
                 await response.write(b"".join(batch))
                 batch = []
             await asyncio.sleep(pause)
-        if index < limit:
+        if index < len(events):
             batch.append(events[index])
     if batch:
         await response.write(b"".join(batch))
-
-    if step.disconnect_after_chunks is not None:
-        _disconnect(request)
-        return response
-    await response.write_eof()
-    return response
 
 
 def _disconnect(request: web.Request) -> None:
@@ -193,9 +206,7 @@ async def _script(request: web.Request) -> web.Response:
     deployment = payload.get("deployment") or DEFAULT_DEPLOYMENT
     raw_steps = payload.get("steps")
     if not isinstance(deployment, str) or not isinstance(raw_steps, list):
-        return json_response(
-            {"error": "deployment must be a string and steps a list"}, status=400
-        )
+        return json_response({"error": "deployment must be a string and steps a list"}, status=400)
     try:
         steps = [Step.from_mapping(raw) for raw in raw_steps]
     except StepError as error:

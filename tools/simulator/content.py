@@ -1,4 +1,4 @@
-"""Deterministic answers, token counts and tool-call arguments for the simulator.
+"""Deterministic response text, token counts and tool-call arguments for the simulator.
 
 Token count: every run of word characters (``\\w+``) and every other non-space
 character counts as one token, so "Hello, world!" is four tokens. Prompt tokens are
@@ -37,10 +37,10 @@ _FILLER = (
 
 @dataclass(frozen=True)
 class Reply:
-    """What the simulated model answers: text, or one tool call."""
+    """Content of a simulated response: text, or one tool call."""
 
     text: str
-    """Answer text; empty for a tool call."""
+    """Response text, empty for a tool call."""
     tool_name: str | None = None
     tool_arguments: str = ""
     """Compact JSON object of the tool call's arguments."""

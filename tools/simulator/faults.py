@@ -25,14 +25,14 @@ class SimulatorConfig:
     latency_ms: float = 0.0
     """Delay before the response headers."""
     first_token_ms: float = 0.0
-    """Delay between the response headers and the first event; added to JSON answers."""
+    """Delay between the response headers and the first event; JSON responses wait too."""
     chunk_delay_ms: float = 0.0
     """Delay between stream events."""
     error_rate: float = 0.0
-    """Share of requests, 0 to 1, answered with ``error_status``."""
+    """Share of requests, 0 to 1, that fail with ``error_status``."""
     error_status: int = 503
     answer_bytes: int | None = None
-    """Pad answers to about this many bytes; None keeps the short answer."""
+    """Pad response text to about this many bytes. None keeps the short text."""
     tokens_per_chunk: int = 1
     """Answer tokens per stream event."""
     log_size: int = 1000
@@ -89,7 +89,9 @@ class Step:
             if key == "message":
                 if value is not None and not isinstance(value, str):
                     raise StepError("message must be a string")
-            elif value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            elif value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
                 raise StepError(f"{key} must be a number, got {value!r}")
             elif value is not None and value < 0:
                 raise StepError(f"{key} must be 0 or more, got {value!r}")
@@ -97,8 +99,15 @@ class Step:
         if status is not None and not (200 <= status <= 599):
             raise StepError(f"status must be an HTTP status code, got {status!r}")
         values = dict(raw)
-        for key in ("status", "stall_after_chunks", "disconnect_after_chunks",
-                    "error_after_chunks", "answer_bytes", "cached_tokens", "reasoning_tokens"):
+        for key in (
+            "status",
+            "stall_after_chunks",
+            "disconnect_after_chunks",
+            "error_after_chunks",
+            "answer_bytes",
+            "cached_tokens",
+            "reasoning_tokens",
+        ):
             if values.get(key) is not None:
                 values[key] = int(values[key])
         return cls(**values)
@@ -172,7 +181,8 @@ class RequestLog:
     def list(self, deployment: str | None = None) -> list[dict[str, Any]]:
         """Return the logged requests, oldest first, optionally of one deployment."""
         return [
-            entry for entry in self._entries
+            entry
+            for entry in self._entries
             if deployment is None or entry["deployment"] == deployment
         ]
 

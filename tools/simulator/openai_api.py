@@ -30,7 +30,6 @@ from tools.simulator.content import (
     split_pieces,
     truncate,
 )
-from tools.simulator.faults import FaultPlan
 
 __all__ = ["chat_completions", "error_body", "models"]
 
@@ -99,13 +98,15 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """Answer ``POST /v1/chat/completions`` as JSON or as an SSE stream."""
+    """Respond to ``POST /v1/chat/completions`` as JSON or as an SSE stream."""
     simulator = request.app[SIMULATOR]
     if not _authorized(request):
         return _missing_key()
     body, parsed = await read_json(request)
     log_request(request, body)
-    problem = _validate(body) if parsed else ("We could not parse the JSON body of your request.", None)
+    problem = (
+        _validate(body) if parsed else ("We could not parse the JSON body of your request.", None)
+    )
     if problem is not None:
         message, param = problem
         return json_response(error_body(message, "invalid_request_error", param=param), status=400)
@@ -135,10 +136,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     events = _stream_events(
         completion_id, created, model, reply, usage if include_usage else None, simulator
     )
-    error_event = format_event(orjson.dumps(
-        error_body(step.message or "The server had an error while processing your request.",
-                   "server_error")
-    ))
+    error_event = format_event(
+        orjson.dumps(
+            error_body(
+                step.message or "The server had an error while processing your request.",
+                "server_error",
+            )
+        )
+    )
     return await send_events(request, events, plan, error_event, headers)
 
 
@@ -177,7 +182,12 @@ def _validate(body: Any) -> tuple[str, str | None] | None:
         return "'messages' must be a non-empty array", "messages"
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in (
-            "system", "developer", "user", "assistant", "tool", "function",
+            "system",
+            "developer",
+            "user",
+            "assistant",
+            "tool",
+            "function",
         ):
             return f"Invalid value for 'messages[{index}].role'.", f"messages[{index}].role"
     tools = body.get("tools")
@@ -194,7 +204,8 @@ def _texts(messages: list[dict[str, Any]]) -> list[str]:
             texts.append(content)
         elif isinstance(content, list):
             texts.extend(
-                part["text"] for part in content
+                part["text"]
+                for part in content
                 if isinstance(part, dict) and isinstance(part.get("text"), str)
             )
     return texts
@@ -229,8 +240,9 @@ def _reply(body: dict[str, Any], simulator: Simulator, answer_bytes: int | None)
             finish="tool_calls",
         )
 
-    text = pad_answer(ANSWER_PREFIX + _last_user_text(messages),
-                      answer_bytes or simulator.config.answer_bytes)
+    text = pad_answer(
+        ANSWER_PREFIX + _last_user_text(messages), answer_bytes or simulator.config.answer_bytes
+    )
     stop = body.get("stop")
     sequences = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -281,7 +293,12 @@ def _completion(
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH[reply.finish]}
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _FINISH[reply.finish],
+            }
         ],
         "usage": usage,
         "system_fingerprint": "fp_simulator",
@@ -318,7 +335,9 @@ def _stream_events(
             "type": "function",
             "function": {"name": reply.tool_name, "arguments": ""},
         }
-        events.append(chunk({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}))
+        events.append(
+            chunk({"role": "assistant", "content": None, "tool_calls": [call], "refusal": None})
+        )
         for piece in split_json(reply.tool_arguments):
             events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
     else:

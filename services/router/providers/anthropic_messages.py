@@ -38,13 +38,16 @@ class AnthropicAdapter:
         self._default_max_tokens = default_max_tokens
 
     async def complete(self, request: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
-        """Return the answer as an OpenAI ``chat.completion`` dict."""
+        """Return the response as an OpenAI ``chat.completion`` dict."""
         body = self._body(request, deployment)
         body.pop("stream", None)
 
         answer = await post_json(
-            _url(deployment), _headers(deployment, stream=False), orjson.dumps(body),
-            deployment, request,
+            _url(deployment),
+            _headers(deployment, stream=False),
+            orjson.dumps(body),
+            deployment,
+            request,
         )
         if not isinstance(answer.get("content"), list):
             raise ProviderError(
@@ -65,8 +68,11 @@ class AnthropicAdapter:
 
         translator = AnthropicStreamTranslator()
         events = stream_events(
-            _url(deployment), _headers(deployment, stream=True), orjson.dumps(body),
-            deployment, request,
+            _url(deployment),
+            _headers(deployment, stream=True),
+            orjson.dumps(body),
+            deployment,
+            request,
         )
         async for event in events:
             try:
@@ -82,7 +88,9 @@ class AnthropicAdapter:
                 continue
             if data.get("type") == "error" or event.event == "error":
                 error = data.get("error") or {}
-                status = anthropic_error_status(error.get("type") if isinstance(error, dict) else None)
+                status = anthropic_error_status(
+                    error.get("type") if isinstance(error, dict) else None
+                )
                 raise stream_error(deployment, error, request, status=status)
             for chunk in translator.translate(data):
                 yield chunk

@@ -34,8 +34,11 @@ class OpenAICompatibleAdapter:
         body.pop("stream_options", None)
 
         answer = await post_json(
-            _url(deployment), _headers(deployment, stream=False), orjson.dumps(body),
-            deployment, request,
+            _url(deployment),
+            _headers(deployment, stream=False),
+            orjson.dumps(body),
+            deployment,
+            request,
         )
         if not isinstance(answer.get("choices"), list):
             raise ProviderError(
@@ -55,12 +58,18 @@ class OpenAICompatibleAdapter:
         body["model"] = deployment.upstream_model
         body["stream"] = True
         options = request.get("stream_options")
-        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
 
         finished = False
         events = stream_events(
-            _url(deployment), _headers(deployment, stream=True), orjson.dumps(body),
-            deployment, request,
+            _url(deployment),
+            _headers(deployment, stream=True),
+            orjson.dumps(body),
+            deployment,
+            request,
         )
         async for event in events:
             if event.data == _DONE:

@@ -29,8 +29,8 @@ __all__ = ["api_key", "post_json", "stream_error", "stream_events"]
 
 logger = logging.getLogger(__name__)
 
-# After the last event the provider normally ends the body at once; waiting this long
-# for the end keeps the connection reusable without holding up the caller.
+# After the last event a provider normally ends the body at once. Waiting this long for
+# the end keeps the connection reusable without holding up the caller.
 _DRAIN_TIMEOUT_S = 0.2
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 
@@ -62,7 +62,7 @@ async def post_json(
     deployment: Deployment,
     request: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """POST ``payload`` and return the JSON object answered, within the attempt timeout."""
+    """POST ``payload`` and return the JSON object of the response, within the attempt timeout."""
     session = await get_session()
     try:
         async with asyncio.timeout(deployment.timeout_s):
@@ -83,7 +83,8 @@ async def post_json(
         parsed = None
     if not isinstance(parsed, dict):
         raise ProviderError(
-            f"deployment {deployment.id} returned HTTP {status} with a body that is not a JSON object",
+            f"deployment {deployment.id} returned HTTP {status} "
+            "with a body that is not a JSON object",
             code=CODE_BAD_RESPONSE,
             status=status,
             retryable=True,
@@ -99,7 +100,7 @@ async def stream_events(
     deployment: Deployment,
     request: Mapping[str, Any],
 ) -> AsyncIterator[SSEEvent]:
-    """POST ``payload`` and yield the server-sent events of the answer.
+    """POST ``payload`` and yield the server-sent events of the response.
 
     The first event must arrive within ``deployment.timeout_s`` of the call and each
     later read within ``deployment.idle_timeout_s``. A broken connection raises
@@ -258,8 +259,8 @@ def _timeout(deployment: Deployment, what: str) -> ProviderError:
 
 
 def _connection_failed(deployment: Deployment, error: BaseException) -> ProviderError:
-    # The exception text can hold the URL, which is configuration, not a secret; the
-    # type name is enough for the caller and the detail goes to the debug log.
+    # The caller gets only the exception type, and the exception text (which may contain
+    # the URL) goes to the debug log.
     logger.debug("deployment %s connection failed: %r", deployment.id, error)
     return ProviderError(
         f"deployment {deployment.id} could not be reached ({type(error).__name__})",

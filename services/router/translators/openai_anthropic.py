@@ -1,4 +1,4 @@
-"""Translate OpenAI Chat Completions requests to Anthropic Messages, and the answers back.
+"""Translate OpenAI Chat Completions requests to Anthropic Messages, and the responses back.
 
 Request mapping, OpenAI to Anthropic:
 
@@ -76,7 +76,12 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
 _TOOL_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _DROPPED_FIELDS = (
-    "frequency_penalty", "presence_penalty", "seed", "logit_bias", "logprobs", "top_logprobs",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
 )
 
 
@@ -217,7 +222,9 @@ def _user_blocks(content: Any, position: int) -> list[dict[str, Any]]:
         elif kind == "file":
             blocks.append(_document_block(part.get("file"), where))
         else:
-            raise TranslationError(f"{where}.type {kind!r} is not supported by Anthropic deployments")
+            raise TranslationError(
+                f"{where}.type {kind!r} is not supported by Anthropic deployments"
+            )
     return blocks
 
 
@@ -229,7 +236,10 @@ def _image_block(url: str, where: str) -> dict[str, Any]:
                 f"{where}: image type {media_type!r} is not supported; "
                 f"use one of {sorted(_IMAGE_TYPES)}"
             )
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
     if url.startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     raise TranslationError(f"{where}: image URL must be an http(s) URL or a data URL")
@@ -242,7 +252,10 @@ def _document_block(file: Any, where: str) -> dict[str, Any]:
     media_type, data = _parse_data_url(data_url, where)
     if media_type != "application/pdf":
         raise TranslationError(f"{where}: file type {media_type!r} is not supported; use a PDF")
-    return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {
+        "type": "document",
+        "source": {"type": "base64", "media_type": media_type, "data": data},
+    }
 
 
 def _parse_data_url(url: str, where: str) -> tuple[str, str]:
@@ -334,8 +347,10 @@ def _add_tools(request: Mapping[str, Any], body: dict[str, Any]) -> None:
     converted: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
-        if not isinstance(tool, Mapping) or tool.get("type") != "function" or not isinstance(
-            function, Mapping
+        if (
+            not isinstance(tool, Mapping)
+            or tool.get("type") != "function"
+            or not isinstance(function, Mapping)
         ):
             raise TranslationError(f"tools[{index}] must be a function tool")
         name = function.get("name")

@@ -143,10 +143,16 @@ def test_demo_catalog_loads(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"api_key_env": "not a name"}, "deployments[0].api_key_env", "variable name"),
         ({"upstream_model": None}, "deployments[0].upstream_model", "missing"),
         ({"colour": "blue"}, "deployments[0]", "unknown keys ['colour']"),
-        ({"price": {"input_per_mtok": 1, "output_per_mtok": 1}},
-         "deployments[0].price.cached_input_per_mtok", "missing"),
-        ({"price": {"input_per_mtok": -1, "output_per_mtok": 1, "cached_input_per_mtok": 0}},
-         "deployments[0].price.input_per_mtok", "0 or more"),
+        (
+            {"price": {"input_per_mtok": 1, "output_per_mtok": 1}},
+            "deployments[0].price.cached_input_per_mtok",
+            "missing",
+        ),
+        (
+            {"price": {"input_per_mtok": -1, "output_per_mtok": 1, "cached_input_per_mtok": 0}},
+            "deployments[0].price.input_per_mtok",
+            "0 or more",
+        ),
     ],
 )
 def test_invalid_deployment_field(change: dict[str, Any], field: str, problem: str) -> None:

@@ -18,8 +18,15 @@ from services.router.providers.base import (
 from services.router.providers.openai_compatible import OpenAICompatibleAdapter
 
 DEPLOYMENT = Deployment(
-    id="m/primary", provider="openai", upstream_model="u", base_url="http://127.0.0.1:9/v1",
-    api_key_env="TEST_PROVIDER_KEY", price=Price(1, 1, 1), timeout_s=5, priority=0, weight=1,
+    id="m/primary",
+    provider="openai",
+    upstream_model="u",
+    base_url="http://127.0.0.1:9/v1",
+    api_key_env="TEST_PROVIDER_KEY",
+    price=Price(1, 1, 1),
+    timeout_s=5,
+    priority=0,
+    weight=1,
 )
 REQUEST = {"messages": [{"role": "user", "content": "My name is Jane Doe and my card is 4111"}]}
 
@@ -40,8 +47,13 @@ REQUEST = {"messages": [{"role": "user", "content": "My name is Jane Doe and my 
     ],
 )
 def test_status_mapping(status: int, code: str, retryable: bool) -> None:
-    error = error_from_status(status, deployment=DEPLOYMENT, provider_message="Try later.",
-                              provider_type="some_error", request=REQUEST)
+    error = error_from_status(
+        status,
+        deployment=DEPLOYMENT,
+        provider_message="Try later.",
+        provider_type="some_error",
+        request=REQUEST,
+    )
     assert error.code == code
     assert error.status == status
     assert error.retryable is retryable
@@ -49,8 +61,13 @@ def test_status_mapping(status: int, code: str, retryable: bool) -> None:
 
 
 def test_status_error_keeps_safe_message() -> None:
-    error = error_from_status(400, deployment=DEPLOYMENT, provider_message="max_tokens is too large",
-                              provider_type="invalid_request_error", request=REQUEST)
+    error = error_from_status(
+        400,
+        deployment=DEPLOYMENT,
+        provider_message="max_tokens is too large",
+        provider_type="invalid_request_error",
+        request=REQUEST,
+    )
     assert error.message == (
         "deployment m/primary returned HTTP 400 (invalid_request_error): max_tokens is too large"
     )
@@ -58,9 +75,11 @@ def test_status_error_keeps_safe_message() -> None:
 
 def test_status_error_drops_message_quoting_prompt() -> None:
     error = error_from_status(
-        400, deployment=DEPLOYMENT,
+        400,
+        deployment=DEPLOYMENT,
         provider_message="Invalid content 'My name is Jane Doe and my card' in messages[0]",
-        provider_type="invalid_request_error", request=REQUEST,
+        provider_type="invalid_request_error",
+        request=REQUEST,
     )
     assert "Jane" not in error.message
     assert error.message == "deployment m/primary returned HTTP 400 (invalid_request_error)"
@@ -68,9 +87,13 @@ def test_status_error_drops_message_quoting_prompt() -> None:
 
 def test_auth_error_never_echoes_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_PROVIDER_KEY", "sk-secret-value")
-    error = error_from_status(401, deployment=DEPLOYMENT,
-                              provider_message="Incorrect API key provided: sk-secr***alue",
-                              provider_type="invalid_api_key", request=REQUEST)
+    error = error_from_status(
+        401,
+        deployment=DEPLOYMENT,
+        provider_message="Incorrect API key provided: sk-secr***alue",
+        provider_type="invalid_api_key",
+        request=REQUEST,
+    )
     assert "sk-" not in error.message
     assert error.code == "UPSTREAM_AUTH_FAILED"
 

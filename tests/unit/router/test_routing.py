@@ -15,8 +15,10 @@ REQUEST: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content"
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 ROLE = chunk({"role": "assistant", "content": ""})
@@ -24,10 +26,16 @@ HELLO = chunk({"content": "Hello"})
 DONE = chunk({}, "stop")
 
 
-def error(status: int | None, code: str, *, retryable: bool = True,
-          retry_after_s: float | None = None) -> ProviderError:
-    return ProviderError(f"{code} from fake", code=code, status=status, retryable=retryable,
-                         retry_after_s=retry_after_s)
+def error(
+    status: int | None, code: str, *, retryable: bool = True, retry_after_s: float | None = None
+) -> ProviderError:
+    return ProviderError(
+        f"{code} from fake",
+        code=code,
+        status=status,
+        retryable=retryable,
+        retry_after_s=retry_after_s,
+    )
 
 
 class FakeAdapter:
@@ -48,7 +56,9 @@ class FakeAdapter:
             raise outcome
         return {"id": deployment.id, "choices": []}
 
-    async def stream(self, request: dict[str, Any], deployment: Any) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, request: dict[str, Any], deployment: Any
+    ) -> AsyncIterator[dict[str, Any]]:
         items = self._next(deployment.id)
         try:
             for item in items:
@@ -59,12 +69,19 @@ class FakeAdapter:
             self.closed.append(deployment.id)
 
 
-def make_router(outcomes: dict[str, list[Any]], clock: list[float] | None = None
-                ) -> tuple[Router, FakeAdapter, ModelGroup]:
+def make_router(
+    outcomes: dict[str, list[Any]], clock: list[float] | None = None
+) -> tuple[Router, FakeAdapter, ModelGroup]:
     deployments = [
-        {"name": name, "provider": "openai", "upstream_model": "up",
-         "base_url": "http://127.0.0.1:9/v1", "api_key_env": None, "priority": priority,
-         "price": {"input_per_mtok": 1, "output_per_mtok": 1, "cached_input_per_mtok": 1}}
+        {
+            "name": name,
+            "provider": "openai",
+            "upstream_model": "up",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": None,
+            "priority": priority,
+            "price": {"input_per_mtok": 1, "output_per_mtok": 1, "cached_input_per_mtok": 1},
+        }
         for name, priority in (("backup", 2), ("primary", 1), ("third", 3))
     ]
     catalog = Catalog.from_mapping({"models": [{"name": "m", "deployments": deployments}]})
@@ -87,16 +104,20 @@ async def test_complete_uses_priority_order() -> None:
 
 
 async def test_complete_fails_over_on_retryable() -> None:
-    router, adapter, group = make_router({
-        "primary": [error(503, "UPSTREAM_UNAVAILABLE")],
-        "backup": [error(None, "UPSTREAM_TIMEOUT")],
-        "third": [None],
-    })
+    router, adapter, group = make_router(
+        {
+            "primary": [error(503, "UPSTREAM_UNAVAILABLE")],
+            "backup": [error(None, "UPSTREAM_TIMEOUT")],
+            "third": [None],
+        }
+    )
     result = await router.complete(REQUEST, group)
     assert result.deployment.id == "m/third"
     assert adapter.calls == ["m/primary", "m/backup", "m/third"]
     assert [(a.status, a.code) for a in result.attempts] == [
-        (503, "UPSTREAM_UNAVAILABLE"), (None, "UPSTREAM_TIMEOUT"), (200, "OK")
+        (503, "UPSTREAM_UNAVAILABLE"),
+        (None, "UPSTREAM_TIMEOUT"),
+        (200, "OK"),
     ]
     assert all(a.latency_ms >= 0 for a in result.attempts)
 
@@ -113,11 +134,13 @@ async def test_complete_raises_non_retryable_at_once() -> None:
 
 async def test_complete_all_failed() -> None:
     last = error(502, "UPSTREAM_UNAVAILABLE")
-    router, _, group = make_router({
-        "primary": [error(503, "UPSTREAM_UNAVAILABLE")],
-        "backup": [error(None, "UPSTREAM_CONNECTION_FAILED")],
-        "third": [last],
-    })
+    router, _, group = make_router(
+        {
+            "primary": [error(503, "UPSTREAM_UNAVAILABLE")],
+            "backup": [error(None, "UPSTREAM_CONNECTION_FAILED")],
+            "third": [last],
+        }
+    )
     with pytest.raises(AllDeploymentsFailedError) as caught:
         await router.complete(REQUEST, group)
     assert caught.value.last_error is last
@@ -128,8 +151,10 @@ async def test_complete_all_failed() -> None:
 async def test_rate_limit_starts_cooldown() -> None:
     clock = [100.0]
     router, adapter, group = make_router(
-        {"primary": [error(429, "UPSTREAM_RATE_LIMITED", retry_after_s=2.0), None],
-         "backup": [None, None]},
+        {
+            "primary": [error(429, "UPSTREAM_RATE_LIMITED", retry_after_s=2.0), None],
+            "backup": [None, None],
+        },
         clock,
     )
     first = await router.complete(REQUEST, group)
@@ -165,10 +190,12 @@ async def test_every_deployment_cooling_down() -> None:
 
 
 async def test_stream_fails_over_before_content() -> None:
-    router, adapter, group = make_router({
-        "primary": [[ROLE, error(None, "UPSTREAM_TIMEOUT")]],
-        "backup": [[ROLE, HELLO, DONE]],
-    })
+    router, adapter, group = make_router(
+        {
+            "primary": [[ROLE, error(None, "UPSTREAM_TIMEOUT")]],
+            "backup": [[ROLE, HELLO, DONE]],
+        }
+    )
     stream = await router.stream(REQUEST, group)
     assert stream.deployment.id == "m/backup"
     assert [a.code for a in stream.attempts] == ["UPSTREAM_TIMEOUT", "OK"]
@@ -178,10 +205,12 @@ async def test_stream_fails_over_before_content() -> None:
 
 async def test_stream_error_after_content_propagates() -> None:
     broken = error(None, "UPSTREAM_STREAM_INTERRUPTED")
-    router, adapter, group = make_router({
-        "primary": [[ROLE, HELLO, broken]],
-        "backup": [[ROLE, HELLO, DONE]],
-    })
+    router, adapter, group = make_router(
+        {
+            "primary": [[ROLE, HELLO, broken]],
+            "backup": [[ROLE, HELLO, DONE]],
+        }
+    )
     stream = await router.stream(REQUEST, group)
     received = []
     with pytest.raises(ProviderError) as caught:
@@ -193,10 +222,12 @@ async def test_stream_error_after_content_propagates() -> None:
 
 
 async def test_stream_non_retryable_raised_from_call() -> None:
-    router, adapter, group = make_router({
-        "primary": [[error(400, "UPSTREAM_BAD_REQUEST", retryable=False)]],
-        "backup": [[HELLO]],
-    })
+    router, adapter, group = make_router(
+        {
+            "primary": [[error(400, "UPSTREAM_BAD_REQUEST", retryable=False)]],
+            "backup": [[HELLO]],
+        }
+    )
     with pytest.raises(ProviderError, match="UPSTREAM_BAD_REQUEST"):
         await router.stream(REQUEST, group)
     assert adapter.calls == ["m/primary"]
@@ -210,8 +241,26 @@ async def test_stream_aclose_closes_upstream() -> None:
 
 
 def test_router_rejects_unknown_strategy() -> None:
-    catalog = Catalog.from_mapping({"models": [{"name": "m", "deployments": [
-        {"provider": "openai", "upstream_model": "u", "base_url": "http://127.0.0.1:9",
-         "price": {"input_per_mtok": 1, "output_per_mtok": 1, "cached_input_per_mtok": 1}}]}]})
+    catalog = Catalog.from_mapping(
+        {
+            "models": [
+                {
+                    "name": "m",
+                    "deployments": [
+                        {
+                            "provider": "openai",
+                            "upstream_model": "u",
+                            "base_url": "http://127.0.0.1:9",
+                            "price": {
+                                "input_per_mtok": 1,
+                                "output_per_mtok": 1,
+                                "cached_input_per_mtok": 1,
+                            },
+                        }
+                    ],
+                }
+            ]
+        }
+    )
     with pytest.raises(ValueError, match="strategy 'priority'"):
         Router(catalog, strategies={})

@@ -91,7 +91,7 @@ def test_parser_retry_and_unknown_fields() -> None:
 
 def test_parser_reports_cut_off_event() -> None:
     parser = SSEParser()
-    assert parser.feed(b"data: {\"partial\":") == []
+    assert parser.feed(b'data: {"partial":') == []
     assert parser.has_pending is True
 
 

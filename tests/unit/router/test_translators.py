@@ -149,14 +149,24 @@ def test_request_tool_calls_and_results_matched() -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function",
-                     "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                    {"id": "call.2", "type": "function",
-                     "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {
+                        "id": "call.2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                    },
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
-            {"role": "tool", "tool_call_id": "call.2", "content": [{"type": "text", "text": "21 C"}]},
+            {
+                "role": "tool",
+                "tool_call_id": "call.2",
+                "content": [{"type": "text", "text": "21 C"}],
+            },
             {"role": "user", "content": "Which is warmer?"},
         ]
     )
@@ -165,16 +175,29 @@ def test_request_tool_calls_and_results_matched() -> None:
         {
             "role": "assistant",
             "content": [
-                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
-                {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
+                {
+                    "type": "tool_use",
+                    "id": "call_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+                {
+                    "type": "tool_use",
+                    "id": "call_2",
+                    "name": "get_weather",
+                    "input": {"city": "Rome"},
+                },
             ],
         },
         {
             "role": "user",
             "content": [
                 {"type": "tool_result", "tool_use_id": "call_1", "content": "18 C"},
-                {"type": "tool_result", "tool_use_id": "call_2",
-                 "content": [{"type": "text", "text": "21 C"}]},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "call_2",
+                    "content": [{"type": "text", "text": "21 C"}],
+                },
                 {"type": "text", "text": "Which is warmer?"},
             ],
         },
@@ -265,8 +288,12 @@ def test_response_tool_use() -> None:
             "model": "claude-test",
             "content": [
                 {"type": "thinking", "thinking": "hidden"},
-                {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                 "input": {"city": "Paris"}},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
             ],
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 3, "output_tokens": 2},
@@ -275,8 +302,11 @@ def test_response_tool_use() -> None:
     message = completion["choices"][0]["message"]
     assert message["content"] is None
     assert message["tool_calls"] == [
-        {"id": "toolu_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        {
+            "id": "toolu_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
     ]
     assert completion["choices"][0]["finish_reason"] == "tool_calls"
 
@@ -291,31 +321,64 @@ def test_usage_merge_keeps_absent_values() -> None:
 
 
 STREAM_EVENTS: list[dict[str, Any]] = [
-    {"type": "message_start", "message": {
-        "id": "msg_s", "model": "claude-test", "content": [],
-        "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 4}}},
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_s",
+            "model": "claude-test",
+            "content": [],
+            "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 4},
+        },
+    },
     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     {"type": "ping"},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "check."}},
     {"type": "content_block_stop", "index": 0},
-    {"type": "content_block_start", "index": 1, "content_block": {
-        "type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}}},
-    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}},
-    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"ci'}},
-    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": 'ty": "Pa'}},
-    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": 'ris"}'}},
+    {
+        "type": "content_block_start",
+        "index": 1,
+        "content_block": {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}},
+    },
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": ""},
+    },
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": '{"ci'},
+    },
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": 'ty": "Pa'},
+    },
+    {
+        "type": "content_block_delta",
+        "index": 1,
+        "delta": {"type": "input_json_delta", "partial_json": 'ris"}'},
+    },
     {"type": "content_block_stop", "index": 1},
-    {"type": "content_block_start", "index": 2, "content_block": {
-        "type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {}}},
+    {
+        "type": "content_block_start",
+        "index": 2,
+        "content_block": {"type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {}},
+    },
     {"type": "content_block_stop", "index": 2},
-    {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-     "usage": {"output_tokens": 30}},
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"output_tokens": 30},
+    },
     {"type": "message_stop"},
 ]
 
 
-def run_stream(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], AnthropicStreamTranslator]:
+def run_stream(
+    events: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], AnthropicStreamTranslator]:
     translator = AnthropicStreamTranslator()
     chunks: list[dict[str, Any]] = []
     for event in events:
@@ -331,8 +394,7 @@ def test_stream_chunks_shape() -> None:
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
 
     text = "".join(
-        choice["delta"].get("content") or ""
-        for chunk in chunks for choice in chunk["choices"]
+        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
     )
     assert text == "Let me check."
 
