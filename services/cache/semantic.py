@@ -1,0 +1,934 @@
+"""The guard that decides whether a semantic cache hit may be served.
+
+Cosine similarity of sentence embeddings cannot tell "How many legs does a spider have?"
+from "How many legs does an ant have?": near misses that change one entity, number,
+negation or direction often score above 0.95, while true paraphrases spread from 0.5 to
+1.0. So a hit is served only when the similarity passes a threshold *and* a lexical
+comparison finds no difference that could change the answer: the same natural language,
+the same numbers and operators, the same negations, the same format and length
+constraints, the same quoted strings and code, and the same content words in the same
+roles. What the comparison may ignore is listed below: letter case, punctuation, word
+forms (by Snowball stemming), function words, politeness and filler, question frames
+("how do I" or "what are the steps to"), British or American spelling, and reordering
+that keeps every word in the same clause and role.
+
+The guard prefers a miss to a wrong answer. Synonyms ("delivery" and "shipping") are
+treated as different words, because no list of synonyms separates them from swaps such
+as "ibuprofen" and "paracetamol", and sentence embeddings rate both kinds alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import snowballstemmer  # type: ignore[import-untyped]
+
+ACCEPTED = "accepted"
+BELOW_THRESHOLD = "below_threshold"
+LANGUAGE_MISMATCH = "language_mismatch"
+NUMBER_MISMATCH = "number_mismatch"
+NEGATION_MISMATCH = "negation_mismatch"
+FORMAT_MISMATCH = "format_mismatch"
+ENTITY_MISMATCH = "entity_mismatch"
+AUDIENCE_MISMATCH = "audience_mismatch"
+DIRECTION_MISMATCH = "direction_mismatch"
+QUESTION_MISMATCH = "question_mismatch"
+ADDED_CONTENT = "added_content"
+MISSING_CONTENT = "missing_content"
+NO_CONTENT = "no_content"
+TOO_LONG = "too_long"
+
+
+@dataclass(frozen=True)
+class SemanticPolicy:
+    """Settings of the semantic-hit guard."""
+
+    threshold: float = 0.80
+    """Minimum cosine similarity of the two prompts' embeddings, in [-1, 1]."""
+    max_compared_words: int = 400
+    """Prompts with more words than this are served only when their word sequences are equal."""
+    typo_tolerance: bool = True
+    """Match an English word that is not in the model's vocabulary to a vocabulary word one edit away."""
+
+
+DEFAULT_POLICY = SemanticPolicy()
+
+
+@dataclass(frozen=True)
+class MatchDecision:
+    """Whether a cached answer may serve a new prompt, and why."""
+
+    accept: bool
+    """True when the cached response may be returned for the new prompt."""
+    similarity: float
+    """Cosine similarity of the two prompts' embeddings."""
+    reason: str
+    """``accepted`` or the first check that failed, such as ``number_mismatch``."""
+
+
+def decide(
+    cached_prompt: str, new_prompt: str, similarity: float, policy: SemanticPolicy = DEFAULT_POLICY
+) -> MatchDecision:
+    """Decide whether the answer cached for ``cached_prompt`` may serve ``new_prompt``.
+
+    ``similarity`` is the cosine similarity of the two prompts' embeddings. The decision
+    is directional in principle, but this guard is symmetric: it accepts only prompts
+    that ask the same thing under the same constraints.
+    """
+
+    def verdict(reason: str) -> MatchDecision:
+        return MatchDecision(accept=reason == ACCEPTED, similarity=similarity, reason=reason)
+
+    if similarity < policy.threshold:
+        return verdict(BELOW_THRESHOLD)
+    if _plain_text(cached_prompt) == _plain_text(new_prompt):
+        return verdict(ACCEPTED)
+
+    cached = _analyse(cached_prompt)
+    new = _analyse(new_prompt)
+    if cached.language != new.language:
+        if cached.language and new.language and (cached.confident or new.confident):
+            return verdict(LANGUAGE_MISMATCH)
+        # One side is too short to tell: read both in the language of the clearer one.
+        language = cached.language if cached.confident or new.language is None else new.language
+        cached = _analyse(cached_prompt, language)
+        new = _analyse(new_prompt, language)
+
+    if len(cached.tokens) > policy.max_compared_words or len(new.tokens) > policy.max_compared_words:
+        same = [t.text for t in cached.tokens] == [t.text for t in new.tokens]
+        return verdict(ACCEPTED if same else TOO_LONG)
+
+    return verdict(_compare(cached, new, policy))
+
+
+# --- comparison ---------------------------------------------------------------------------
+
+
+def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
+    if cached.numbers != new.numbers or cached.operators != new.operators:
+        return NUMBER_MISMATCH
+    if cached.negations != new.negations:
+        return NEGATION_MISMATCH
+    if cached.formats != new.formats:
+        return FORMAT_MISMATCH
+    if cached.quoted != new.quoted or cached.code != new.code:
+        return ENTITY_MISMATCH
+    if cached.questions != new.questions:
+        return QUESTION_MISMATCH
+
+    # Sets, not counts: "a Roth IRA and a traditional IRA" asks what "Roth vs traditional IRA" does.
+    cached_words = Counter({t.text: 1 for t in cached.tokens if not t.is_number})
+    new_words = Counter({t.text: 1 for t in new.tokens if not t.is_number})
+    if cached_words != new_words:
+        only_cached = cached_words - new_words
+        only_new = new_words - cached_words
+        if policy.typo_tolerance and cached.language == "en":
+            only_cached, only_new = _forgive_typos(only_cached, only_new, cached, new)
+        if only_cached or only_new:
+            return _word_difference_reason(only_cached, only_new, cached, new)
+
+    if not cached.tokens:
+        return NO_CONTENT
+    return _structure_reason(cached, new)
+
+
+def _word_difference_reason(
+    only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
+) -> str:
+    surface = {cached.surface.get(w, w) for w in only_cached} | {new.surface.get(w, w) for w in only_new}
+    if surface & _ALL_LANGUAGE_WORDS:
+        return LANGUAGE_MISMATCH
+    if surface & _UNIT_WORDS:
+        return NUMBER_MISMATCH
+    if surface & _NEGATIVE_VERBS or any(_is_negated_form(a, b) for a in surface for b in surface):
+        return NEGATION_MISMATCH
+    if surface & _DIRECTION_WORDS:
+        return DIRECTION_MISMATCH
+    if surface & _AUDIENCE_WORDS:
+        return AUDIENCE_MISMATCH
+    if only_cached and only_new:
+        return ENTITY_MISMATCH
+    return ADDED_CONTENT if only_new else MISSING_CONTENT
+
+
+def _structure_reason(cached: _Analysis, new: _Analysis) -> str:
+    """Check that the content words keep their relation words, clauses and order.
+
+    The word sets are already equal here. Reordering is harmless when whole clauses move
+    ("I have X. How do I Y?"), when a phrase set off by a comma moves ("On credit cards,
+    what is APR?"), or when the two sides of "or", "and" or "vs" swap. "From A to B" against
+    "from B to A", "Did A beat B" against "Did B beat A", or "3 pm in Paris, what time in
+    Rome" against the reverse keep the words and change the question.
+    """
+    for word, cached_relations in cached.relations_by_word().items():
+        new_relations = new.relations_by_word().get(word, set())
+        # A relation word present on one side only is rephrasing ("to cancel" against
+        # "cancel"); the same word under two different relations is a swap.
+        if cached_relations and new_relations and cached_relations != new_relations:
+            return DIRECTION_MISMATCH
+
+    if not _clauses_compatible(cached.clauses(), new.clauses()):
+        return DIRECTION_MISMATCH
+    if not _clauses_compatible(new.clauses(), cached.clauses()):
+        return DIRECTION_MISMATCH
+    return ACCEPTED
+
+
+def _clauses_compatible(side: list[_Clause], other: list[_Clause]) -> bool:
+    """Return True when each clause of ``side`` matches one clause of ``other`` or a run of them.
+
+    A clause that overlaps several clauses of the other side must be their concatenation,
+    each kept in its own order. A clause that equals one clause of the other side must keep
+    its word order unless both contain "or", "and" or "vs".
+    """
+    for clause in side:
+        words = Counter(clause.words)
+        overlapping = [o for o in other if Counter(o.words) & words]
+        if not overlapping:
+            continue
+        if len(overlapping) == 1:
+            match = overlapping[0]
+            match_words = Counter(match.words)
+            if match_words == words:
+                if match.words != clause.words and not (match.symmetric and clause.symmetric):
+                    return False
+                continue
+            if words < match_words:
+                continue  # the other side's call checks the larger clause
+            return False
+        if sum((Counter(o.words) for o in overlapping), Counter()) != words:
+            return False
+        if not _is_concatenation(clause.words, [o.words for o in overlapping]):
+            return False
+    return True
+
+
+def _is_concatenation(sequence: tuple[str, ...], parts: list[tuple[str, ...]]) -> bool:
+    """Return True when ``sequence`` is the parts joined end to end in some order."""
+    if not parts:
+        return not sequence
+    for index, part in enumerate(parts):
+        if sequence[: len(part)] == part:
+            rest = parts[:index] + parts[index + 1 :]
+            if _is_concatenation(sequence[len(part) :], rest):
+                return True
+    return False
+
+
+def _forgive_typos(
+    only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
+) -> tuple[Counter[str], Counter[str]]:
+    """Pair words one edit apart when one is a dictionary word and the other is not.
+
+    "recieve" is then read as "receive"; "desert" and "dessert" both are dictionary words
+    and stay different.
+    """
+    vocabulary = _english_vocabulary()
+    if not vocabulary:
+        return only_cached, only_new
+    remaining_cached = Counter(only_cached)
+    remaining_new = Counter(only_new)
+    for cached_word in list(remaining_cached):
+        cached_surface = cached.surface.get(cached_word, cached_word)
+        for new_word in list(remaining_new):
+            new_surface = new.surface.get(new_word, new_word)
+            if min(len(cached_surface), len(new_surface)) < 5:
+                continue
+            if (cached_surface in vocabulary) == (new_surface in vocabulary):
+                continue
+            if _one_edit_apart(cached_surface, new_surface):
+                remaining_cached[cached_word] -= 1
+                remaining_new[new_word] -= 1
+                remaining_cached += Counter()  # drops zero counts
+                remaining_new += Counter()
+                break
+    return remaining_cached, remaining_new
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Return True when one substitution, insertion, deletion or adjacent swap turns a into b."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]] and a[diffs[1]] == b[diffs[0]]
+    shorter, longer = (a, b) if len(a) < len(b) else (b, a)
+    for i in range(len(longer)):
+        if longer[:i] + longer[i + 1 :] == shorter:
+            return True
+    return False
+
+
+def _is_negated_form(a: str, b: str) -> bool:
+    """Return True for pairs such as "giftig"/"ungiftig" or "safe"/"unsafe"."""
+    return any(b == prefix + a for prefix in ("un", "in", "im", "non", "dis", "ir", "il"))
+
+
+@functools.lru_cache(maxsize=1)
+def _english_vocabulary() -> frozenset[str]:
+    """Return the whole words of the embedding model's WordPiece vocabulary, or nothing.
+
+    The vocabulary is a fair English dictionary of about 20,000 lower-case words.
+    """
+    from services.cache.embeddings import EmbeddingModelError, default_model_dir
+
+    try:
+        lines = (default_model_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+    except (EmbeddingModelError, OSError):
+        return frozenset()
+    return frozenset(w for w in lines if w.isalpha() and not w.startswith("##"))
+
+
+# --- analysis of one prompt ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str  # stem of a content word, "#<value>" for a number, "?<kind>" for a question word
+    clause: int
+    relation: tuple[str, ...]  # relation and negation words right before it, such as ("from",)
+    is_number: bool = False
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    language: str | None
+    confident: bool
+    tokens: tuple[_Token, ...]
+    numbers: Counter[str]
+    operators: Counter[str]
+    negations: int
+    formats: frozenset[str]
+    questions: Counter[str]
+    quoted: frozenset[str]
+    code: frozenset[str]
+    symmetric_clauses: frozenset[int]
+    surface: dict[str, str]  # stem -> one lower-case word it came from
+
+    def clauses(self) -> list[_Clause]:
+        """Return the non-empty clauses in order, each as its sequence of distinct words."""
+        words_by_clause: dict[int, list[str]] = {}
+        for token in self.tokens:
+            words = words_by_clause.setdefault(token.clause, [])
+            if token.text not in words:
+                words.append(token.text)
+        return [
+            _Clause(tuple(words), clause in self.symmetric_clauses)
+            for clause, words in words_by_clause.items()
+        ]
+
+    def relations_by_word(self) -> dict[str, set[tuple[str, ...]]]:
+        """Return, for each word, the relation-word tuples it appears under (empty ones left out)."""
+        relations: dict[str, set[tuple[str, ...]]] = {}
+        for token in self.tokens:
+            entry = relations.setdefault(token.text, set())
+            if token.relation:
+                entry.add(token.relation)
+        return relations
+
+
+@dataclass(frozen=True)
+class _Clause:
+    words: tuple[str, ...]
+    symmetric: bool  # contains "or", "and", "vs" or "between"
+
+
+_CODE_RE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
+_QUOTE_RE = re.compile(
+    r"\"([^\"\n]{1,300})\"|“([^”\n]{1,300})”|«([^»\n]{1,300})»|„([^“”\n]{1,300})[“”]"
+    r"|「([^」\n]{1,300})」|『([^』\n]{1,300})』|‘([^’\n]{1,300})’|(?<![\w'])'([^'\n]{1,300})'(?![\w])"
+)
+_PROGRAMMING_NAMES = (
+    (re.compile(r"(?<![\w+])c\+\+(?![\w+])", re.IGNORECASE), " cplusplus "),
+    (re.compile(r"(?<!\w)([cfj])#(?!\w)", re.IGNORECASE), r" \1sharp "),
+    (re.compile(r"(?<![\w.])\.net(?!\w)", re.IGNORECASE), " dotnet "),
+    (re.compile(r"(?<=\w)\.js(?!\w)", re.IGNORECASE), "js"),
+)
+# Numbers are digits with optional separators; "3,000" and "3000" both become 3000.
+_TOKEN_RE = re.compile(
+    r"(?P<number>\d+(?:[.,]\d+)*)"
+    r"|(?P<word>[^\W\d_]+(?:['’][^\W\d_]+)*)"
+    r"|(?P<minus>(?<![^\s\d(])-(?=\s*\d))"
+    r"|(?P<symbol>[+*/=<>^%$€£¥₹~|×÷≠≤≥]|!=)"
+    r"|(?P<boundary>[.?!;:,。？！；：、，\n–—]|(?<=\s)-(?=\s+\D))",
+)
+_THOUSANDS_RE = re.compile(r"^\d{1,3}(,\d{3})+$")
+_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA_RE = re.compile(r"[\u3040-\u30ff]")
+_HANGUL_RE = re.compile(r"[\uac00-\ud7af]")
+_CYRILLIC_RE = re.compile(r"[\u0400-\u04ff]")
+
+
+def _plain_text(prompt: str) -> str:
+    """Return the prompt in lower case with single spaces and no trailing punctuation."""
+    text = unicodedata.normalize("NFKC", prompt).casefold()
+    return " ".join(text.split()).rstrip(" .?!。？！")
+
+
+@functools.lru_cache(maxsize=4096)
+def _analyse(prompt: str, language: str | None = None) -> _Analysis:
+    text = unicodedata.normalize("NFKC", prompt)
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) >= 12 and sum(c.isupper() for c in letters) >= 0.9 * len(letters):
+        text = text.lower()  # shouting carries no meaning, unlike "US" against "us"
+
+    code = frozenset(" ".join(m.group(0).strip("`").split()) for m in _CODE_RE.finditer(text))
+    text = _CODE_RE.sub(" , ", text)
+    quoted = frozenset(
+        " ".join(next(g for g in m.groups() if g is not None).casefold().split())
+        for m in _QUOTE_RE.finditer(text)
+    )
+    for pattern, replacement in _PROGRAMMING_NAMES:
+        text = pattern.sub(replacement, text)
+
+    detected, confident = _detect_language(text)
+    if language is None:
+        language = detected
+    else:
+        confident = False
+    lexicon = _lexicon(language)
+    return _Tokenizer(lexicon, language, confident, code, quoted).run(text)
+
+
+class _Tokenizer:
+    """Walk one prompt once, collecting content words, numbers, negations and markers."""
+
+    def __init__(
+        self, lexicon: _Lexicon, language: str | None, confident: bool,
+        code: frozenset[str], quoted: frozenset[str],
+    ) -> None:
+        self.lexicon = lexicon
+        self.language = language
+        self.confident = confident
+        self.code = code
+        self.quoted = quoted
+        self.tokens: list[_Token] = []
+        self.numbers: Counter[str] = Counter()
+        self.operators: Counter[str] = Counter()
+        self.negations = 0
+        self.formats: set[str] = set()
+        self.questions: Counter[str] = Counter()
+        self.symmetric: set[int] = set()
+        self.surface: dict[str, str] = {}
+        self.clause = 0
+        self.pending: list[str] = []  # relation words waiting for the next content word
+        self.clause_has_content = False
+
+    def run(self, text: str) -> _Analysis:
+        words = self._split(text)
+        index = 0
+        while index < len(words):
+            index = self._take(words, index)
+        self._flush_pending()
+        return _Analysis(
+            language=self.language,
+            confident=self.confident,
+            tokens=tuple(self.tokens),
+            numbers=self.numbers,
+            operators=self.operators,
+            negations=self.negations,
+            formats=frozenset(self.formats),
+            questions=self.questions,
+            quoted=self.quoted,
+            code=self.code,
+            symmetric_clauses=frozenset(self.symmetric),
+            surface=self.surface,
+        )
+
+    def _split(self, text: str) -> list[tuple[str, str]]:
+        """Return (kind, text) pairs: number, word, symbol or boundary; CJK split per character."""
+        pieces: list[tuple[str, str]] = []
+        for match in _TOKEN_RE.finditer(text):
+            kind = match.lastgroup or ""
+            value = match.group(0)
+            if kind == "word" and _CJK_RE.search(value):
+                pieces.extend(("cjk", char) for char in value)
+            elif kind == "word":
+                pieces.extend(self._split_word(value))
+            elif kind == "minus":
+                pieces.append(("symbol", "-"))
+            else:
+                pieces.append((kind, value))
+        return pieces
+
+    def _split_word(self, word: str) -> list[tuple[str, str]]:
+        lower = word.casefold().replace("’", "'")
+        # "US", "IT" and "WHERE" in capitals are names, not the function words "us", "it", "where".
+        keep_case = word.isupper() and len(word) >= 2 and lower not in _CAPITALISED_FILLERS
+        if "'" not in lower:
+            return [("name" if keep_case else "word", lower)]
+        head, _, tail = lower.partition("'")
+        if tail == "t" and head.endswith("n"):  # don't, can't, won't, isn't
+            base = {"ca": "can", "wo": "will", "sha": "shall"}.get(head[:-1], head[:-1])
+            return [("word", base), ("word", "not")]
+        if tail in {"s", "re", "ve", "ll", "d", "m"}:
+            return [("word", head)]
+        if head in _ELIDED_PREFIXES:  # French and Italian l'eau, d'un, n'est, dell'acqua
+            return [("word", "ne" if head == "n" else head), ("word", tail)]
+        return [("word", head), ("word", tail)]
+
+    def _take(self, words: list[tuple[str, str]], index: int) -> int:
+        kind, value = words[index]
+        lexicon = self.lexicon
+        if kind == "boundary":
+            self._flush_pending()
+            self.clause += 1
+            self.clause_has_content = False
+            return index + 1
+        if kind == "number":
+            number = value.replace(",", "") if _THOUSANDS_RE.match(value) else value.replace(",", ".")
+            self._add_number(number)
+            return index + 1
+        if kind == "symbol":
+            self.operators[value] += 1
+            if value in {"%", "$", "€", "£", "¥", "₹"}:
+                self._add_content(value, value)
+            return index + 1
+        if kind == "cjk":
+            return self._take_cjk(words, index)
+        if kind == "name":
+            self._add_content(value, value)
+            return index + 1
+
+        phrase_end = self._match_phrase(words, index)
+        if phrase_end is not None:
+            return phrase_end
+        if value in lexicon.numbers:
+            self._add_number(lexicon.numbers[value])
+        elif value in lexicon.negations:
+            self.negations += 1
+            self.pending.append("not")
+        elif value in lexicon.formats:
+            self.formats.add(lexicon.formats[value])
+        elif value in _PERCENT_WORDS:
+            self._add_content("%", value)
+        elif value in lexicon.questions:
+            if not self.clause_has_content:  # "when I buy" is a conjunction, "When did" a question
+                self.questions[lexicon.questions[value]] += 1
+        elif value in lexicon.symmetric:
+            self.symmetric.add(self.clause)
+        elif value in lexicon.relations:
+            self.pending.append(lexicon.relations[value])
+        elif value in lexicon.stopwords:
+            pass
+        else:
+            self._add_content(lexicon.normalise(value), value)
+        return index + 1
+
+    def _match_phrase(self, words: list[tuple[str, str]], index: int) -> int | None:
+        """Handle multi-word markers such as "how many", "step by step" or "quick question"."""
+        for phrase, (kind, label) in self.lexicon.phrases.get(words[index][1], ()):
+            end = index + len(phrase)
+            if end > len(words):
+                continue
+            if all(words[index + k][0] == "word" and words[index + k][1] == part for k, part in enumerate(phrase)):
+                if kind == "question":
+                    if not self.clause_has_content:
+                        self.questions[label] += 1
+                elif kind == "number":
+                    self._add_number(label)
+                elif kind == "format":
+                    self.formats.add(label)
+                elif kind == "negation":
+                    self.negations += 1
+                    self.pending.append("not")
+                # kind == "filler" adds nothing
+                return end
+        return None
+
+    def _take_cjk(self, words: list[tuple[str, str]], index: int) -> int:
+        char = words[index][1]
+        if char in _CJK_NEGATIONS:
+            self.negations += 1
+            self.pending.append("not")
+        elif self.language == "zh" and char in _ZH_FUNCTION_CHARS:
+            pass
+        elif self.language == "ja" and char in _JA_PARTICLES:
+            pass
+        else:
+            self._add_content(char, char)
+        # Japanese negation is an ending spelled over several kana: ない, ません, ず.
+        if self.language == "ja":
+            following = "".join(w[1] for w in words[index : index + 3])
+            if following.startswith(("ない", "ません", "なかっ")):
+                self.negations += 1
+        return index + 1
+
+    def _add_number(self, value: str) -> None:
+        self.clause_has_content = True
+        self.numbers[value] += 1
+        self.tokens.append(_Token("#" + value, self.clause, tuple(self.pending), is_number=True))
+        self.pending = []
+
+    def _add_content(self, key: str, surface: str) -> None:
+        self.clause_has_content = True
+        self.tokens.append(_Token(key, self.clause, tuple(self.pending)))
+        self.surface.setdefault(key, surface)
+        self.pending = []
+
+    def _flush_pending(self) -> None:
+        # A particle with no word after it ("turn the heating off") is itself content;
+        # "to" or "from" with nothing after it ("explain it to me") says nothing.
+        for relation in self.pending:
+            if relation in _PARTICLES:
+                self.tokens.append(_Token("@" + relation, self.clause, ()))
+        self.pending = []
+
+
+def _detect_language(text: str) -> tuple[str | None, bool]:
+    """Return (language code, confident) from the script, or from function-word hits."""
+    if _KANA_RE.search(text):
+        return "ja", True
+    if _CJK_RE.search(text):
+        return "zh", True
+    if _HANGUL_RE.search(text):
+        return "ko", True
+    cyrillic = len(_CYRILLIC_RE.findall(text))
+    latin = sum(1 for c in text if c.isascii() and c.isalpha())
+    if cyrillic > latin:
+        return "ru", True
+
+    words = [w.casefold() for w in re.findall(r"[^\W\d_]+", text)]
+    scores = {code: sum(1 for w in words if w in lexicon.markers) for code, lexicon in _LEXICONS.items()}
+    ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+    (best, best_score), (_, second_score) = ranked[0], ranked[1]
+    if best_score == 0 or best_score == second_score:
+        return None, False
+    return best, best_score >= 2 and best_score >= 2 * second_score
+
+
+# --- word lists ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Lexicon:
+    """Function words of one language, sorted by the role they play in the comparison."""
+
+    stemmer_name: str | None
+    stopwords: frozenset[str]  # articles, pronouns, auxiliaries, fillers, question frames
+    negations: frozenset[str]
+    relations: dict[str, str]  # directional words whose object must stay the same
+    symmetric: frozenset[str]  # "or", "and", "vs": swapping their two sides is harmless
+    questions: dict[str, str]  # question words that fix the kind of answer: who, when, where
+    numbers: dict[str, str]  # number words to digits, ordinals to "1st" style
+    formats: dict[str, str]  # words that constrain format or length
+    phrases: dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]  # first word -> (phrase, (kind, label))
+
+    @functools.cached_property
+    def markers(self) -> frozenset[str]:
+        return self.stopwords | self.negations | frozenset(self.relations) | self.symmetric
+
+    @functools.cached_property
+    def _stemmer(self) -> object | None:
+        return snowballstemmer.stemmer(self.stemmer_name) if self.stemmer_name else None
+
+    def normalise(self, word: str) -> str:
+        if self.stemmer_name == "english":
+            word = _american_spelling(word)
+        stemmer = self._stemmer
+        return stemmer.stemWord(word) if stemmer is not None else word  # type: ignore[attr-defined]
+
+
+def _american_spelling(word: str) -> str:
+    """Map British spellings to American ones so "summarise" matches "summarize"."""
+    word = re.sub(r"(?<=\w{2})is(e|es|ed|ing|ation|ations)$", r"iz\1", word)
+    word = re.sub(r"(?<=\w{2})ys(e|es|ed|ing)$", r"yz\1", word)
+    if len(word) >= 6:
+        word = re.sub(r"(?<=\w{3})our(?=\w*$)", "or", word)
+    return re.sub(r"(?<=\w{2})([tb])re$", r"\1er", word)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _mapping(pairs: str) -> dict[str, str]:
+    """Parse "a:b c:d" into {"a": "b", "c": "d"}."""
+    return dict(pair.split(":", 1) for pair in pairs.split())
+
+
+def _phrases(entries: Iterable[tuple[str, str, str]]) -> dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]:
+    index: dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]] = {}
+    # Longer phrases first, so "i was wondering" wins over a shorter phrase with the same start.
+    for phrase, kind, label in sorted(entries, key=lambda e: -len(e[0].split())):
+        words = tuple(phrase.split())
+        index.setdefault(words[0], []).append((words, (kind, label)))
+    return index
+
+
+_ELIDED_PREFIXES = _words("l d j m n s t c qu dell nell all dall sull un quest")
+
+_FORMAT_WORDS_EN = _mapping(
+    "json:json yaml:yaml yml:yaml csv:csv xml:xml html:html markdown:markdown table:table tables:table "
+    "tabular:table bullet:bullets bullets:bullets bulleted:bullets numbered:numbered list:list "
+    "sentence:sentences sentences:sentences word:words words:words paragraph:paragraphs "
+    "paragraphs:paragraphs line:lines lines:lines characters:characters brief:short briefly:short "
+    "short:short shorter:short concise:short concisely:short succinct:short summary:short tl:short "
+    "detailed:long thorough:long comprehensive:long elaborate:long haiku:haiku poem:poem limerick:poem "
+    "tweet:tweet emoji:emoji emojis:emoji oneliner:oneline lambda:oneline"
+)
+_FORMAT_WORDS_OTHER = _mapping(
+    "tabla:table tableau:table tabelle:table tabella:table tabela:table frase:sentences frases:sentences "
+    "phrase:sentences phrases:sentences satz:sentences sätze:sentences palabras:words mots:words "
+    "wörter:words parole:words palavras:words párrafo:paragraphs paragraphe:paragraphs absatz:paragraphs "
+    "lista:list liste:list breve:short bref:short brève:short kurz:short kurze:short resumen:short "
+    "résumé:short zusammenfassung:short riassunto:short resumo:short viñetas:bullets puces:bullets "
+    "stichpunkte:bullets detallado:long détaillé:long ausführlich:long dettagliato:long detalhado:long"
+)
+
+_EN = _Lexicon(
+    stemmer_name="english",
+    stopwords=_words(
+        "a an the this that these those some any each such "
+        "i me my mine myself you your yours yourself we us our ours ourselves it its itself they them "
+        "their theirs he him his she her hers one's someone somebody something anyone anybody anything "
+        "am is are was were be been being do does did doing can could would will have has had having "
+        "of for in on at by with about as like within via per and but so if then because while whether "
+        "what which how what's whats please kindly thanks thank thx hi hello hey dear ok okay um uh er "
+        "lol haha yo hmm well oh just sorry bother wondering wonder curious tell explain explaining "
+        "describe show give let help know want wanted need needed way ways method methods steps step "
+        "procedure process approach tips tip tricks trick advice advise guide instructions recommended "
+        "recommend suggestion suggestions there here also too really actually basically simply very quite "
+        "pretty thing things stuff kind sort possible able currently anyway mean means meant exactly concept "
+        "meaning difference differences differ different best good effective proper correct"
+    ),
+    negations=_words(
+        "not no never without none nobody nothing neither nor cannot except excluding unless non nope"
+    ),
+    relations=_mapping(
+        "to:to from:from into:to onto:to than:than toward:to towards:to before:before after:after "
+        "over:over under:under above:over below:under against:against until:until till:until up:up "
+        "down:down out:out off:off back:back forward:forward instead:instead"
+    ),
+    symmetric=_words("or and vs versus between nor"),
+    questions=_mapping("who:who whom:who whose:who when:when where:where why:why"),
+    numbers=_mapping(
+        "zero:0 one:1 two:2 three:3 four:4 five:5 six:6 seven:7 eight:8 nine:9 ten:10 eleven:11 twelve:12 "
+        "thirteen:13 fourteen:14 fifteen:15 sixteen:16 seventeen:17 eighteen:18 nineteen:19 twenty:20 "
+        "thirty:30 forty:40 fifty:50 sixty:60 seventy:70 eighty:80 ninety:90 hundred:100 thousand:1000 "
+        "million:1000000 billion:1000000000 dozen:12 half:0.5 twice:2x "
+        "first:1st second:2nd third:3rd fourth:4th fifth:5th sixth:6th seventh:7th eighth:8th ninth:9th "
+        "tenth:10th last:last"
+    ),
+    formats=_FORMAT_WORDS_EN,
+    phrases=_phrases(
+        [
+            ("how many", "question", "quantity"), ("how much", "question", "quantity"),
+            ("how long", "question", "duration"), ("how often", "question", "frequency"),
+            ("how old", "question", "age"), ("how far", "question", "distance"),
+            ("how come", "question", "why"), ("what time", "question", "when"),
+            ("step by step", "format", "steps"), ("one line", "format", "oneline"),
+            ("one sentence", "format", "sentences"), ("in short", "format", "short"),
+            ("bullet points", "format", "bullets"), ("bullet point", "format", "bullets"),
+            ("quick question", "filler", ""), ("real quick", "filler", ""),
+            ("thank you", "filler", ""), ("could you", "filler", ""), ("would you", "filler", ""),
+            ("can you", "filler", ""), ("i was wondering", "filler", ""), ("is there", "filler", ""),
+            ("as well", "filler", ""), ("which one", "filler", ""), ("this one", "filler", ""),
+            ("that one", "filler", ""), ("the one", "filler", ""), ("one of", "filler", ""),
+            ("no one", "negation", ""),
+            ("free of", "negation", ""), ("rather than", "negation", ""),
+        ]
+    ),
+)
+
+
+def _other_lexicon(
+    stemmer_name: str,
+    phrases: list[tuple[str, str, str]],
+    stopwords: str,
+    negations: str,
+    relations: str,
+    symmetric: str,
+    questions: str,
+    numbers: str,
+) -> _Lexicon:
+    return _Lexicon(
+        stemmer_name=stemmer_name,
+        stopwords=_words(stopwords),
+        negations=_words(negations),
+        relations=_mapping(relations),
+        symmetric=_words(symmetric),
+        questions=_mapping(questions),
+        numbers=_mapping(numbers),
+        formats=_FORMAT_WORDS_OTHER | {k: v for k, v in _FORMAT_WORDS_EN.items() if k in {"json", "yaml", "csv", "xml", "html", "markdown"}},
+        phrases=_phrases(phrases),
+    )
+
+
+_LEXICONS: dict[str, _Lexicon] = {
+    "en": _EN,
+    "es": _other_lexicon(
+        "spanish",
+        [("por qué", "question", "why"), ("para qué", "question", "why")],
+        "el la los las un una unos unas lo al del de en con por para sobre como y e pero si que qué "
+        "cómo como cual cuál cuáles es son está están ser estar soy eres fue era hay he ha han tengo "
+        "tiene puedo puede pueden podría debo debe se me te le les nos mi mis tu tus su sus yo tú "
+        "usted ustedes este esta estos estas ese esa eso esto mucho muy favor gracias hola oye "
+        "explícame explica dime forma manera pasos hacer hace",
+        "no nunca sin ni nada nadie ningún ninguna ninguno jamás tampoco excepto salvo",
+        "a:to hacia:to desde:from hasta:until contra:against antes:before después:after",
+        "o u vs entre",
+        "quién:who quien:who quiénes:who cuándo:when cuando:when dónde:where donde:where "
+        "cuánto:quantity cuánta:quantity cuántos:quantity cuántas:quantity",
+        "dos:2 tres:3 cuatro:4 cinco:5 seis:6 siete:7 ocho:8 nueve:9 diez:10 once:11 doce:12 "
+        "quince:15 veinte:20 treinta:30 cien:100 ciento:100 mil:1000 primer:1st primero:1st "
+        "primera:1st segundo:2nd segunda:2nd tercer:3rd tercero:3rd tercera:3rd",
+    ),
+    "fr": _other_lexicon(
+        "french",
+        [],
+        "le la les l un une des du de d en dans avec par pour sur comme et mais si que qu quoi "
+        "comment quel quelle quels quelles est sont être suis es était a ai as ont avoir peut "
+        "peux puis pouvez dois doit faut on il elle ils elles je j tu vous nous me m te t se s "
+        "mon ma mes ton ta tes son sa ses notre nos votre vos ce cet cette ces ça cela fait faire "
+        "fais plaît merci bonjour salut explique expliquez dis dites façon manière étapes y",
+        "ne n pas jamais sans aucun aucune rien ni sauf plus_jamais",
+        "à:to au:to aux:to vers:to depuis:from jusqu:until contre:against avant:before après:after",
+        "ou vs entre",
+        "qui:who quand:when où:where pourquoi:why combien:quantity",
+        "deux:2 trois:3 quatre:4 cinq:5 six:6 sept:7 huit:8 neuf:9 dix:10 onze:11 douze:12 "
+        "quinze:15 vingt:20 trente:30 cent:100 mille:1000 premier:1st première:1st deuxième:2nd "
+        "second:2nd seconde:2nd troisième:3rd quatrième:4th",
+    ),
+    "de": _other_lexicon(
+        "german",
+        [],
+        "der die das den dem des ein eine einen einem einer eines in im mit für auf an am bei um "
+        "über wie und aber wenn dass ob ist sind war bin bist sein habe hat haben kann kannst können "
+        "muss soll sollte man ich du sie er es wir ihr mich mir dich dir sich mein meine meinen "
+        "meinem dein deine unser unsere ihre ihren was welche welcher welches bitte danke hallo "
+        "erkläre erklär erklären sag mal eigentlich denn doch schritte art weise",
+        "nicht kein keine keinen keinem keiner keines nie niemals ohne weder nichts außer",
+        "zu:to zum:to zur:to nach:to von:from vom:from aus:from gegen:against vor:before als:than",
+        "oder und vs zwischen",
+        "wer:who wen:who wem:who wann:when wo:where wohin:where warum:why wieso:why weshalb:why "
+        "wieviel:quantity wieviele:quantity",
+        "zwei:2 drei:3 vier:4 fünf:5 sechs:6 sieben:7 acht:8 neun:9 zehn:10 elf:11 zwölf:12 "
+        "fünfzehn:15 zwanzig:20 dreißig:30 hundert:100 tausend:1000 erste:1st ersten:1st erster:1st "
+        "erstes:1st zweite:2nd zweiten:2nd dritte:3rd dritten:3rd",
+    ),
+    "pt": _other_lexicon(
+        "portuguese",
+        [("por que", "question", "why"), ("por quê", "question", "why")],
+        "o a os as um uma uns umas do da dos das de em no na nos nas com por pelo pela para sobre "
+        "como e mas se que quê qual quais é são está estão ser estar sou foi era há tem tenho posso "
+        "pode podem devo deve eu você vocês ele ela eles elas me te lhe nos meu minha meus minhas "
+        "seu sua seus suas este esta isto esse essa isso favor obrigado obrigada olá oi explique "
+        "explica faço faz fazer forma maneira passos",
+        "não nunca sem nem nada ninguém nenhum nenhuma jamais exceto",
+        "ao:to aos:to à:to até:until desde:from contra:against antes:before depois:after",
+        "ou vs entre",
+        "quem:who quando:when onde:where porque:why quanto:quantity quanta:quantity quantos:quantity "
+        "quantas:quantity",
+        "dois:2 duas:2 três:3 quatro:4 cinco:5 seis:6 sete:7 oito:8 nove:9 dez:10 onze:11 doze:12 "
+        "quinze:15 vinte:20 trinta:30 cem:100 mil:1000 primeiro:1st primeira:1st segundo:2nd "
+        "segunda:2nd terceiro:3rd terceira:3rd",
+    ),
+    "it": _other_lexicon(
+        "italian",
+        [],
+        "il lo la i gli le un uno una l di del della dei delle dello degli in nel nella con per su "
+        "sul sulla come e ma se che cosa quale quali è sono sei essere era c ci ho ha hanno posso "
+        "può possono devo deve io tu lui lei noi voi loro mi ti si mio mia miei mie tuo tua suo sua "
+        "questo questa quello quella favore grazie ciao spiega spiegami dimmi modo maniera passi "
+        "prepara fare fa",
+        "non mai senza né niente nulla nessuno nessuna tranne",
+        "a:to al:to alla:to ai:to verso:to da:from dal:from dalla:from fino:until contro:against "
+        "prima:before dopo:after",
+        "o oppure vs tra fra",
+        "chi:who quando:when dove:where perché:why quanto:quantity quanta:quantity quanti:quantity "
+        "quante:quantity",
+        "due:2 tre:3 quattro:4 cinque:5 sei:6 sette:7 otto:8 nove:9 dieci:10 undici:11 dodici:12 "
+        "quindici:15 venti:20 trenta:30 cento:100 mille:1000 primo:1st prima:1st secondo:2nd "
+        "seconda:2nd terzo:3rd terza:3rd",
+    ),
+    "nl": _other_lexicon(
+        "dutch",
+        [],
+        "de het een van in op met voor bij aan als en maar of dat is zijn was ben heb heeft hebben "
+        "kan kun kunnen moet moeten ik jij je u hij zij ze wij we mij me mijn jouw uw zijn haar ons "
+        "onze wat welke hoe alstublieft alsjeblieft bedankt dank hallo hoi leg uit",
+        "niet geen nooit zonder niets niemand behalve",
+        "naar:to tot:until vanaf:from uit:from tegen:against voor:before na:after dan:than",
+        "of en vs tussen",
+        "wie:who wanneer:when waar:where waarom:why hoeveel:quantity",
+        "twee:2 drie:3 vier:4 vijf:5 zes:6 zeven:7 acht:8 negen:9 tien:10 twaalf:12 twintig:20 "
+        "honderd:100 duizend:1000 eerste:1st tweede:2nd derde:3rd",
+    ),
+    "ru": _other_lexicon(
+        "russian",
+        [],
+        "в во на с со по для о об у к ко и а но или если что как какой какая какие какое это этот "
+        "эта эти тот та то быть есть был была было были я ты вы мы он она они оно мне меня тебя "
+        "вам нам мой моя мои твой ваш наш свой себя можно нужно надо ли же бы пожалуйста спасибо "
+        "привет объясни объясните расскажи скажи способ",
+        "не нет ни никогда без ничего никто кроме",
+        "из:from от:from до:until против:against перед:before после:after чем:than",
+        "или и vs между",
+        "кто:who когда:when где:where куда:where почему:why зачем:why сколько:quantity",
+        "два:2 две:2 три:3 четыре:4 пять:5 шесть:6 семь:7 восемь:8 девять:9 десять:10 двадцать:20 "
+        "сто:100 тысяча:1000 первый:1st первая:1st первое:1st второй:2nd вторая:2nd третий:3rd",
+    ),
+}
+
+# Languages without a word list here keep every word as content and are never stemmed.
+_BARE = _Lexicon(None, frozenset(), frozenset(), {}, frozenset(), {}, {}, _FORMAT_WORDS_EN, {})
+_PARTICLES = _words("up down out off back over forward")
+_PERCENT_WORDS = _words("percent percentage prozent procent percento")
+_CAPITALISED_FILLERS = _words("ok okay hi hey lol pls plz thx asap btw fyi imo tl dr")
+
+
+def _lexicon(language: str | None) -> _Lexicon:
+    return _LEXICONS.get(language or "en", _BARE)
+
+
+# CJK: every Han character is content; these few particles carry no meaning of their own.
+_ZH_FUNCTION_CHARS = frozenset("的了吗呢吧啊呀嘛么请您你我")
+_JA_PARTICLES = frozenset("はがをにへのとかねよ")
+_CJK_NEGATIONS = frozenset("不没無无別别未勿非")
+
+# Words used only to label why a difference matters; any differing content word rejects.
+_NATURAL_LANGUAGES = _words(
+    "english spanish french german portuguese italian dutch russian chinese japanese korean arabic "
+    "hindi turkish polish swedish norwegian danish finnish greek hebrew czech ukrainian vietnamese "
+    "thai indonesian mandarin cantonese latin español inglés francés alemán français anglais "
+    "allemand espagnol deutsch englisch französisch spanisch inglese francese tedesco inglês "
+    "francês alemão"
+)
+_PROGRAMMING_WORDS = _words(
+    "python javascript js typescript ts java kotlin swift go golang rust c cplusplus csharp fsharp "
+    "ruby php perl scala haskell elixir erlang clojure lua r julia dart bash zsh fish powershell sh "
+    "sql postgresql postgres mysql sqlite mariadb oracle mongodb redis react vue angular svelte "
+    "nextjs nodejs node deno django flask fastapi rails laravel spring express pandas polars numpy "
+    "pytorch tensorflow jquery requests aiohttp httpx argparse click typer pytest unittest junit "
+    "docker podman kubernetes terraform ansible linux windows macos ubuntu debian fedora dotnet"
+)
+_ALL_LANGUAGE_WORDS = _NATURAL_LANGUAGES | _PROGRAMMING_WORDS
+_UNIT_WORDS = _words(
+    "second seconds minute minutes hour hours day days week weeks month months year years decade "
+    "kg g mg lb lbs oz gram grams kilogram kilograms pound pounds ounce ounces km m cm mm mile miles "
+    "meter meters metre metres foot feet inch inches litre liter litres liters ml gallon gallons "
+    "celsius fahrenheit c f % $ € £ ¥ ₹ euro euros dollar dollars usd eur gbp"
+)
+_NEGATIVE_VERBS = _words("avoid avoiding evitar éviter vermeiden evitare 避")
+_DIRECTION_WORDS = _words(
+    "ascending descending upload download import export increase decrease raise raising lower "
+    "lowering cut cutting higher lower buy sell encrypt decrypt compress decompress encode decode "
+    "serialize deserialize landlord tenant employer employee buyer seller forward back local remote "
+    "reverse push pull send receive lend borrow inbound outbound upstream downstream input output "
+    "min max minimum maximum north south east west left right before after"
+)
+_AUDIENCE_WORDS = _words(
+    "child children kid kids toddler beginner beginners novice newbie expert experts professional "
+    "professionals engineer engineers developer developers student students teacher resident "
+    "doctor doctors layperson adult adults school grandma grandmother grandpa senior seniors "
+    "scientist statistician economist analyst manager executive"
+)
