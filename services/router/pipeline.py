@@ -110,24 +110,39 @@ def cost_usd(price: Price, usage: dict[str, Any] | None) -> float:
 
 def provider_error_to_gateway(error: ProviderError | AllDeploymentsFailedError) -> GatewayError:
     """Map a routing failure to the error the client sees."""
-    if isinstance(error, AllDeploymentsFailedError):
-        last = error.last_error
-        attempts = str(len(error.attempts))
-        if last is not None and last.status == 429:
-            return ResourceExhaustedError(
-                "every deployment of the model is rate limited; retry later",
-                reason="UPSTREAM_RATE_LIMITED", subject="provider", retry_after_s=last.retry_after_s or 1.0,
-                metadata={"attempts": attempts},
-            )
-        if last is not None and last.code == "UPSTREAM_TIMEOUT":
-            return DeadlineExceededError("every deployment of the model timed out", reason="UPSTREAM_TIMEOUT",
-                                         metadata={"attempts": attempts})
+    if isinstance(error, ProviderError):
+        return _single_provider_error(error)
+    last = error.last_error
+    attempts = str(len(error.attempts))
+    if last is None:
+        # Every deployment was cooling down after earlier failures; none was called.
         return UnavailableError(
-            "every deployment of the model failed; retry later",
-            reason=last.code if last is not None else "UPSTREAM_UNAVAILABLE",
-            retry_after_s=1.0, metadata={"attempts": attempts},
+            "every deployment of the model is cooling down after failures; retry later",
+            reason="ALL_DEPLOYMENTS_COOLING_DOWN", retry_after_s=error.retry_after_s or 1.0,
+            metadata={"attempts": attempts},
         )
-    if error.status is not None and 400 <= error.status < 500 and error.status != 429:
+    if last.code == "UPSTREAM_UNSUPPORTED_REQUEST":
+        return InvalidRequestError(
+            f"no deployment of the model supports this request: {last.message}",
+            reason=last.code, openai_code="unsupported_request", metadata={"attempts": attempts},
+        )
+    if last.status == 429:
+        return ResourceExhaustedError(
+            "every deployment of the model is rate limited; retry later",
+            reason="UPSTREAM_RATE_LIMITED", subject="provider", retry_after_s=last.retry_after_s or 1.0,
+            metadata={"attempts": attempts},
+        )
+    if last.code == "UPSTREAM_TIMEOUT":
+        return DeadlineExceededError("every deployment of the model timed out", reason="UPSTREAM_TIMEOUT",
+                                     metadata={"attempts": attempts})
+    return UnavailableError(
+        "every deployment of the model failed; retry later",
+        reason=last.code, retry_after_s=1.0, metadata={"attempts": attempts},
+    )
+
+
+def _single_provider_error(error: ProviderError) -> GatewayError:
+    if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 429):
         return InvalidRequestError(f"the provider rejected the request: {error.message}", reason=error.code,
                                    openai_code=error.code.lower())
     return UnavailableError(f"the provider failed: {error.message}", reason=error.code, retry_after_s=1.0)

@@ -53,3 +53,26 @@ def test_cached_completion_streams_as_chunks() -> None:
     assert without_usage[-1]["choices"][0]["finish_reason"] == "stop"
     assert all(chunk["object"] == "chat.completion.chunk" for chunk in with_usage)
     assert with_usage[-1]["choices"] == [] and with_usage[-1]["usage"]["total_tokens"] == 3
+
+
+def test_routing_failures_map_to_client_errors() -> None:
+    from services.router.pipeline import provider_error_to_gateway
+    from services.router.providers.base import ProviderError
+    from services.router.routing import AllDeploymentsFailedError
+
+    def failed(last: ProviderError | None, retry_after_s: float | None = None) -> AllDeploymentsFailedError:
+        return AllDeploymentsFailedError("m", [], last, retry_after_s)
+
+    rate_limited = ProviderError("slow down", code="UPSTREAM_RATE_LIMITED", status=429, retryable=True,
+                                 retry_after_s=3)
+    unsupported = ProviderError("n > 1", code="UPSTREAM_UNSUPPORTED_REQUEST", retryable=True)
+    timeout = ProviderError("timed out", code="UPSTREAM_TIMEOUT", retryable=True)
+    bad = ProviderError("bad schema", code="UPSTREAM_BAD_REQUEST", status=400)
+
+    assert (provider_error_to_gateway(failed(rate_limited)).http_status,
+            provider_error_to_gateway(failed(rate_limited)).retry_after_s) == (429, 3)
+    assert provider_error_to_gateway(failed(unsupported)).http_status == 400
+    assert provider_error_to_gateway(failed(timeout)).http_status == 504
+    assert provider_error_to_gateway(failed(None, 7.0)).retry_after_s == 7.0
+    assert provider_error_to_gateway(bad).http_status == 400
+    assert provider_error_to_gateway(bad).reason == "UPSTREAM_BAD_REQUEST"
