@@ -97,7 +97,9 @@ def _mapper(
     conditions: list[dict[str, Any]], message: str, error_type: str, code: str | None
 ) -> dict[str, Any]:
     return {
-        "filter": conditions[0] if len(conditions) == 1 else {"and_filter": {"filters": conditions}},
+        "filter": conditions[0]
+        if len(conditions) == 1
+        else {"and_filter": {"filters": conditions}},
         "body_format_override": _openai_body(message, error_type, code),
     }
 
@@ -220,7 +222,9 @@ def main() -> int:
     parser.add_argument("--listen", default="127.0.0.1:8080", help="public listener, HOST:PORT")
     parser.add_argument("--admin", default="127.0.0.1:9901", help="admin listener, HOST:PORT")
     parser.add_argument(
-        "--max-body-mib", type=int, default=DEFAULT_MAX_BODY_BYTES // MIB,
+        "--max-body-mib",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES // MIB,
         help="maximum request or response body the edge buffers, in MiB (default 32)",
     )
     args = parser.parse_args()

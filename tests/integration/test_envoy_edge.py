@@ -105,34 +105,52 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
         if body.get("stream"):
             for word in STREAM_WORDS:
                 chunk = {
-                    "id": "chatcmpl-edge", "object": "chat.completion.chunk", "created": 1,
+                    "id": "chatcmpl-edge",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
                     "model": model,
-                    "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+                    "choices": [
+                        {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
+                    ],
                 }
                 yield _sse(json.dumps(chunk))
                 await asyncio.sleep(STREAM_GAP_S)
             yield _sse("[DONE]")
             return
         answer = {
-            "id": "chatcmpl-edge", "object": "chat.completion", "created": 1, "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": f"bytes={len(request.data)}"},
-                "finish_reason": "stop",
-            }],
+            "id": "chatcmpl-edge",
+            "object": "chat.completion",
+            "created": 1,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"bytes={len(request.data)}"},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
         }
-        yield httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(answer).encode())
+        yield httpbody_pb2.HttpBody(
+            content_type="application/json", data=json.dumps(answer).encode()
+        )
 
     async def ListOpenAIModels(  # noqa: N802 - gRPC method name
         self, request: router_service_pb2.ListOpenAIModelsRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        models = {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 1, "owned_by": "edge"}]}
-        return httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(models).encode())
+        models = {
+            "object": "list",
+            "data": [{"id": "fake-model", "object": "model", "created": 1, "owned_by": "edge"}],
+        }
+        return httpbody_pb2.HttpBody(
+            content_type="application/json", data=json.dumps(models).encode()
+        )
 
 
 def _sse(data: str) -> httpbody_pb2.HttpBody:
-    return httpbody_pb2.HttpBody(content_type="text/event-stream", data=f"data: {data}\n\n".encode())
+    return httpbody_pb2.HttpBody(
+        content_type="text/event-stream", data=f"data: {data}\n\n".encode()
+    )
 
 
 class FakeChat(chat_service_pb2_grpc.ChatServiceServicer):
@@ -143,7 +161,9 @@ class FakeChat(chat_service_pb2_grpc.ChatServiceServicer):
     ) -> chat_service_pb2.ListModelsResponse:
         metadata = dict(context.invocation_metadata() or ())
         return chat_service_pb2.ListModelsResponse(
-            models=[chat_service_pb2.Model(id=str(metadata.get("x-aigw-tenant", "")), owned_by="edge")]
+            models=[
+                chat_service_pb2.Model(id=str(metadata.get("x-aigw-tenant", "")), owned_by="edge")
+            ]
         )
 
 
@@ -166,7 +186,9 @@ class FakeAuthz(external_auth_pb2_grpc.AuthorizationServicer):
             principal = {"x-aigw-tenant": TENANT, "x-aigw-key-id": "key-1", "x-aigw-roles": "user"}
             return external_auth_pb2.CheckResponse(
                 status=status_pb2.Status(code=code_pb2.OK),
-                ok_response=external_auth_pb2.OkHttpResponse(headers=[_header(k, v) for k, v in principal.items()]),
+                ok_response=external_auth_pb2.OkHttpResponse(
+                    headers=[_header(k, v) for k, v in principal.items()]
+                ),
             )
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED),
@@ -194,7 +216,9 @@ class FakeServers:
         self.router_port = 0
         self.authz_port = 0
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="edge-fakes", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="edge-fakes", daemon=True
+        )
         self._servers: list[grpc.aio.Server] = []
 
     def start(self) -> None:
@@ -241,15 +265,28 @@ class EnvoyProcess:
     def start(self, binary: str) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [binary, "-c", str(self.config_path), "--concurrency", "1",
-                 "--disable-hot-restart", "--log-level", "warn"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    binary,
+                    "-c",
+                    str(self.config_path),
+                    "--concurrency",
+                    "1",
+                    "--disable-hot-restart",
+                    "--log-level",
+                    "warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()[-3000:]
             try:
-                if httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1).status_code
+                    == 200
+                ):
                     return
             except httpx.TransportError:
                 pass
@@ -306,10 +343,17 @@ def _start_envoy(
 
 @pytest.fixture(scope="module")
 def edge(
-    envoy_binary: str, descriptor: Path, fakes: FakeServers, tmp_path_factory: pytest.TempPathFactory
+    envoy_binary: str,
+    descriptor: Path,
+    fakes: FakeServers,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EnvoyProcess]:
     envoy = _start_envoy(
-        envoy_binary, tmp_path_factory.mktemp("edge"), descriptor, fakes.router_port, fakes.authz_port
+        envoy_binary,
+        tmp_path_factory.mktemp("edge"),
+        descriptor,
+        fakes.router_port,
+        fakes.authz_port,
     )
     yield envoy
     envoy.stop()
@@ -325,7 +369,9 @@ def http(edge: EnvoyProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def sdk(edge: EnvoyProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{edge.base_url}/v1", api_key=GOOD_KEY, max_retries=0, timeout=10)
+    return openai.OpenAI(
+        base_url=f"{edge.base_url}/v1", api_key=GOOD_KEY, max_retries=0, timeout=10
+    )
 
 
 def _chat(model: str, content: str = "hello", **extra: Any) -> dict[str, Any]:
@@ -338,7 +384,10 @@ def _chat(model: str, content: str = "hello", **extra: Any) -> dict[str, Any]:
 def test_rendered_config_passes_envoy_validate(envoy_binary: str, edge: EnvoyProcess) -> None:
     result = subprocess.run(
         [envoy_binary, "--mode", "validate", "-c", str(edge.config_path), "--disable-hot-restart"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -346,10 +395,13 @@ def test_rendered_config_passes_envoy_validate(envoy_binary: str, edge: EnvoyPro
 
 
 def test_admin_listens_on_loopback_only(edge: EnvoyProcess) -> None:
-    listeners = httpx.get(f"http://127.0.0.1:{edge.admin_port}/listeners?format=json", timeout=5).json()
+    listeners = httpx.get(
+        f"http://127.0.0.1:{edge.admin_port}/listeners?format=json", timeout=5
+    ).json()
 
     addresses = [
-        listener["local_address"]["socket_address"]["address"] for listener in listeners["listener_statuses"]
+        listener["local_address"]["socket_address"]["address"]
+        for listener in listeners["listener_statuses"]
     ]
     assert addresses == ["127.0.0.1"]
 
@@ -362,7 +414,10 @@ def test_json_answer_passes_through(http: httpx.Client) -> None:
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json()["choices"][0]["message"]["content"] == f"bytes={len(response.request.content)}"
+    assert (
+        response.json()["choices"][0]["message"]["content"]
+        == f"bytes={len(response.request.content)}"
+    )
 
 
 def test_router_metadata_becomes_response_headers(http: httpx.Client) -> None:
@@ -375,7 +430,9 @@ def test_router_metadata_becomes_response_headers(http: httpx.Client) -> None:
 
 
 def test_sdk_completion(sdk: openai.OpenAI) -> None:
-    completion = sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    completion = sdk.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "hi"}]
+    )
 
     assert completion.object == "chat.completion"
     assert (completion.choices[0].message.content or "").startswith("bytes=")
@@ -437,7 +494,9 @@ def test_two_mib_prompt_is_accepted(http: httpx.Client, fakes: FakeServers) -> N
 # Principal headers
 
 
-def test_client_principal_headers_never_reach_router(http: httpx.Client, fakes: FakeServers) -> None:
+def test_client_principal_headers_never_reach_router(
+    http: httpx.Client, fakes: FakeServers
+) -> None:
     spoofed = {
         "x-aigw-tenant": "someone-else",
         "X-AIGW-Roles": "admin",
@@ -480,7 +539,9 @@ def test_authz_sees_key_but_no_client_principal(http: httpx.Client, fakes: FakeS
         (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     ],
 )
-def test_router_error_maps_status_and_body(http: httpx.Client, code: grpc.StatusCode, status: int) -> None:
+def test_router_error_maps_status_and_body(
+    http: httpx.Client, code: grpc.StatusCode, status: int
+) -> None:
     response = http.post("/v1/chat/completions", json=_chat(f"fail:{code.name}"))
 
     assert response.status_code == status
@@ -514,9 +575,13 @@ def test_error_without_body_metadata_is_reshaped(http: httpx.Client) -> None:
 
 def test_sdk_raises_typed_errors(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as not_found:
-        sdk.chat.completions.create(model="fail:NOT_FOUND", messages=[{"role": "user", "content": "hi"}])
+        sdk.chat.completions.create(
+            model="fail:NOT_FOUND", messages=[{"role": "user", "content": "hi"}]
+        )
     with pytest.raises(openai.RateLimitError) as rate_limited:
-        sdk.chat.completions.create(model="fail:RESOURCE_EXHAUSTED", messages=[{"role": "user", "content": "hi"}])
+        sdk.chat.completions.create(
+            model="fail:RESOURCE_EXHAUSTED", messages=[{"role": "user", "content": "hi"}]
+        )
 
     assert not_found.value.status_code == 404
     assert not_found.value.code == "not_found"
@@ -528,8 +593,10 @@ def test_authz_denial_keeps_security_body(edge: EnvoyProcess, fakes: FakeServers
     calls_before = len(fakes.router.metadata)
 
     response = httpx.post(
-        f"{edge.base_url}/v1/chat/completions", json=_chat("echo"),
-        headers={"Authorization": "Bearer sk-aigw-wrong"}, timeout=10,
+        f"{edge.base_url}/v1/chat/completions",
+        json=_chat("echo"),
+        headers={"Authorization": "Bearer sk-aigw-wrong"},
+        timeout=10,
     )
 
     assert response.status_code == 401
@@ -557,8 +624,10 @@ def test_missing_key_is_401(edge: EnvoyProcess) -> None:
 
 def test_authz_timeout_is_503(edge: EnvoyProcess) -> None:
     response = httpx.post(
-        f"{edge.base_url}/v1/chat/completions", json=_chat("echo"),
-        headers={"Authorization": f"Bearer {SLOW_KEY}"}, timeout=10,
+        f"{edge.base_url}/v1/chat/completions",
+        json=_chat("echo"),
+        headers={"Authorization": f"Bearer {SLOW_KEY}"},
+        timeout=10,
     )
 
     assert response.status_code == 503
@@ -568,9 +637,13 @@ def test_authz_timeout_is_503(edge: EnvoyProcess) -> None:
     assert "authorization service" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/nope"), ("DELETE", "/v1/models"), ("GET", "/")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/nope"), ("DELETE", "/v1/models"), ("GET", "/")]
+)
 def test_unknown_path_is_openai_404(http: httpx.Client, method: str, path: str) -> None:
-    response = http.request(method, path + "?secret=1", json=_chat("echo") if method == "POST" else None)
+    response = http.request(
+        method, path + "?secret=1", json=_chat("echo") if method == "POST" else None
+    )
 
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
@@ -598,8 +671,10 @@ def test_unreachable_router_is_openai_503(
     envoy = _start_envoy(envoy_binary, tmp_path, descriptor, free_port(), fakes.authz_port)
     try:
         response = httpx.post(
-            f"{envoy.base_url}/v1/chat/completions", json=_chat("echo"),
-            headers={"Authorization": f"Bearer {GOOD_KEY}"}, timeout=10,
+            f"{envoy.base_url}/v1/chat/completions",
+            json=_chat("echo"),
+            headers={"Authorization": f"Bearer {GOOD_KEY}"},
+            timeout=10,
         )
     finally:
         envoy.stop()
@@ -628,7 +703,8 @@ def test_grpc_client_denial_is_unauthenticated(edge: EnvoyProcess) -> None:
         with pytest.raises(grpc.RpcError) as denied:
             chat_service_pb2_grpc.ChatServiceStub(channel).ListModels(
                 chat_service_pb2.ListModelsRequest(),
-                metadata=(("authorization", "Bearer sk-aigw-wrong"),), timeout=10,
+                metadata=(("authorization", "Bearer sk-aigw-wrong"),),
+                timeout=10,
             )
 
     assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -640,7 +716,8 @@ def test_router_health_service_is_not_exposed(edge: EnvoyProcess) -> None:
         with pytest.raises(grpc.RpcError) as missing:
             health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(),
-                metadata=(("authorization", f"Bearer {GOOD_KEY}"),), timeout=10,
+                metadata=(("authorization", f"Bearer {GOOD_KEY}"),),
+                timeout=10,
             )
 
     assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
