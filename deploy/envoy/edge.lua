@@ -3,7 +3,7 @@
 -- Requests: removes every x-aigw-* header a client sent, so that only the values
 -- ext_authz sets after it (tenant, key id, roles, budget) ever reach the services.
 --
--- Responses: gives HTTP clients every gRPC error in OpenAI's
+-- Responses: gives HTTP clients each gRPC error in OpenAI's
 -- {"error": {"message", "type", "param", "code"}} shape. The transcoder has already
 -- mapped the gRPC status to the HTTP status and written a google.rpc.Status JSON body.
 -- This filter replaces that body with the router's x-aigw-error-body metadata. When a
@@ -37,6 +37,25 @@ local GRPC_ERRORS = {
   ["16"] = { "invalid_request_error", "invalid_api_key" },
 }
 
+local JSON_ESCAPES = {
+  ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
+}
+
+-- Returns text escaped for use inside a JSON string.
+local function json_escape(text)
+  return (string.gsub(text, '[%c"\\]', function(char)
+    return JSON_ESCAPES[char] or string.format("\\u%04x", string.byte(char))
+  end))
+end
+
+-- grpc-message is percent-encoded on the wire (gRPC over HTTP/2 protocol).
+local function percent_decode(text)
+  return (string.gsub(text, "%%(%x%x)", function(hex)
+    return string.char(tonumber(hex, 16))
+  end))
+end
+
 -- Returns the "message" value of the transcoder's google.rpc.Status JSON, still
 -- JSON-escaped, or nil. The transcoder writes compact JSON, so a scan for the key suffices.
 local function status_message(status_json)
@@ -58,16 +77,14 @@ local function status_message(status_json)
   return nil
 end
 
--- Builds an OpenAI error body from the transcoder's {"code": N, "message": "..."} body,
--- for errors that came without the router's x-aigw-error-body metadata.
-local function openai_error_from_status(status_json)
-  local code = string.match(status_json, '"code":(%d+)') or "2"
+-- Builds an OpenAI error body from a gRPC code and a message that is already
+-- JSON-escaped.
+local function openai_error(code, escaped_message)
   local kind = GRPC_ERRORS[code] or { "server_error", "internal_error" }
-  local message = status_message(status_json)
-  if message == nil or message == "" then
-    message = "The gateway ended the request with gRPC status " .. code .. "."
+  if escaped_message == nil or escaped_message == "" then
+    escaped_message = "The gateway ended the request with gRPC status " .. code .. "."
   end
-  return '{"error":{"message":"' .. message .. '","type":"' .. kind[1]
+  return '{"error":{"message":"' .. escaped_message .. '","type":"' .. kind[1]
     .. '","param":null,"code":"' .. kind[2] .. '"}}'
 end
 
@@ -126,11 +143,21 @@ function envoy_on_response(response_handle)
 
   if error_body == nil then
     local current = body:getBytes(0, body:length())
-    if string.sub(current, 1, 8) ~= '{"code":' then
+    local grpc_status = headers:get("grpc-status")
+    if string.sub(current, 1, 8) == '{"code":' then
+      -- The transcoder's google.rpc.Status JSON.
+      local code = string.match(current, '"code":(%d+)') or "2"
+      error_body = openai_error(code, status_message(current))
+    elseif grpc_status ~= nil and grpc_status ~= "0" then
+      -- The transcoder could not print the status, for example because
+      -- grpc-status-details-bin contains a type missing from its descriptor set. It then leaves
+      -- the gRPC headers and an empty body.
+      local message = percent_decode(headers:get("grpc-message") or "")
+      error_body = openai_error(grpc_status, json_escape(message))
+    else
       -- Envoy's local replies (already in OpenAI's shape) and ext_authz denials.
       return
     end
-    error_body = openai_error_from_status(current)
   end
 
   body:setBytes(error_body)

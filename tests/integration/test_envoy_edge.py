@@ -26,8 +26,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.api import httpbody_pb2
-from google.rpc import code_pb2, status_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from libs.pgserver import free_port
 from tools import protos
@@ -100,6 +102,9 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
             await context.abort(code, "budget exhausted")
         if model == "fail-bare":
             await context.abort(grpc.StatusCode.UNAVAILABLE, 'all "providers" failed: é')
+        if model.startswith("fail-rich"):
+            # A google.rpc.Status with ErrorInfo, whose type the edge's descriptor set lacks.
+            await context.abort_with_status(_rich_status(with_body=model == "fail-rich-with-body"))
 
         await context.send_initial_metadata(ANSWER_HEADERS)
         if body.get("stream"):
@@ -145,6 +150,33 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
         return httpbody_pb2.HttpBody(
             content_type="application/json", data=json.dumps(models).encode()
         )
+
+
+RICH_MESSAGE = 'model "gpt-x" not found: 100% sure\nnext line é'
+
+
+def _rich_status(*, with_body: bool) -> grpc.Status:
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.ErrorInfo(
+            reason="MODEL_NOT_FOUND", domain="aigateway.dev", metadata={"model": "gpt-x"}
+        )
+    )
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.NOT_FOUND, message=RICH_MESSAGE, details=[detail])
+    )
+    metadata = tuple(status.trailing_metadata)
+    if with_body:
+        body = json.dumps(error_body(grpc.StatusCode.NOT_FOUND))
+        metadata += (("x-aigw-error-body", body),)
+    return _Status(status.code, status.details, metadata)
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _sse(data: str) -> httpbody_pb2.HttpBody:
@@ -571,6 +603,30 @@ def test_error_without_body_metadata_is_reshaped(http: httpx.Client) -> None:
             "code": "service_unavailable",
         }
     }
+
+
+def test_rich_status_keeps_router_body(http: httpx.Client) -> None:
+    response = http.post("/v1/chat/completions", json=_chat("fail-rich-with-body"))
+
+    assert response.status_code == 404
+    assert response.json() == error_body(grpc.StatusCode.NOT_FOUND)
+    assert "grpc-status-details-bin" not in response.headers
+
+
+def test_rich_status_without_body_is_reshaped(http: httpx.Client) -> None:
+    response = http.post("/v1/chat/completions", json=_chat("fail-rich"))
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": {
+            "message": RICH_MESSAGE,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "not_found",
+        }
+    }
+    assert "grpc-status" not in response.headers
 
 
 def test_sdk_raises_typed_errors(sdk: openai.OpenAI) -> None:
