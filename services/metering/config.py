@@ -37,6 +37,8 @@ class MeteringConfig:
     settled expires and stops counting against the budget."""
     outbox_max_rows: int = 100_000
     """Maximum number of settlements kept in memory while the database is unreachable."""
+    flush_timeout_s: float = 5.0
+    """Seconds a shutdown spends writing the outbox before it logs the rows left and exits."""
     drain_s: float = 5.0
     """Seconds between reporting NOT_SERVING and closing the listener on shutdown."""
     log_level: str = "INFO"
@@ -57,6 +59,7 @@ class MeteringConfig:
             tpm_limit=env.int("TPM_LIMIT", 0),
             reservation_ttl_s=env.float("RESERVATION_TTL_S", 600.0),
             outbox_max_rows=env.int("OUTBOX_MAX_ROWS", 100_000),
+            flush_timeout_s=env.float("FLUSH_TIMEOUT_S", 5.0),
             drain_s=env.float("DRAIN_S", 5.0),
             log_level=env.str("LOG_LEVEL", "INFO").upper(),
         )
@@ -90,6 +93,8 @@ class MeteringConfig:
             raise ConfigError(
                 f"{env.name('OUTBOX_MAX_ROWS')}={self.outbox_max_rows} must be at least 1"
             )
+        if self.flush_timeout_s < 0:
+            raise ConfigError(f"{env.name('FLUSH_TIMEOUT_S')}={self.flush_timeout_s} is negative")
         if self.drain_s < 0:
             raise ConfigError(f"{env.name('DRAIN_S')}={self.drain_s} is negative")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -110,6 +115,7 @@ class MeteringConfig:
             "tpm_limit": self.tpm_limit,
             "reservation_ttl_s": self.reservation_ttl_s,
             "outbox_max_rows": self.outbox_max_rows,
+            "flush_timeout_s": self.flush_timeout_s,
             "drain_s": self.drain_s,
         }
 

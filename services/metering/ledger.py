@@ -142,22 +142,23 @@ class Ledger:
         database_url: str,
         *,
         outbox_max_rows: int,
+        flush_timeout_s: float = 5.0,
         pool_max_size: int = 10,
-        write_timeout_s: float = 1.0,
+        connection_timeout_s: float = 1.0,
         statement_timeout_ms: int = 5000,
         outbox_initial_backoff_s: float = 0.2,
         outbox_max_backoff_s: float = 10.0,
     ) -> None:
         self._statement_timeout_ms = statement_timeout_ms
-        # A Settle waits at most this long for a connection before its row goes to the
-        # outbox, so a database outage does not stall the router.
-        self._write_timeout_s = write_timeout_s
+        self._flush_timeout_s = flush_timeout_s
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             database_url,
             min_size=1,
             max_size=pool_max_size,
             open=False,
-            timeout=5.0,
+            # Every call waits at most this long for a connection. A Settle then queues
+            # its row and an Admit fails, well within the router's deadline of seconds.
+            timeout=connection_timeout_s,
             kwargs={"autocommit": True},
             configure=self._configure,
             name="metering-ledger",
@@ -183,9 +184,9 @@ class Ledger:
             await self._pool.close()
             raise
 
-    async def close(self, flush_timeout_s: float = 5.0) -> None:
-        """Write what the outbox still holds (within ``flush_timeout_s``), then close the pool."""
-        await self.outbox.close(flush_timeout_s)
+    async def close(self) -> None:
+        """Write what the outbox still holds (within the flush timeout), then close the pool."""
+        await self.outbox.close(self._flush_timeout_s)
         await self._pool.close()
 
     async def migrate(self) -> None:
@@ -226,7 +227,7 @@ class Ledger:
             self.outbox.add(record)
             return None
         try:
-            async with self._pool.connection(timeout=self._write_timeout_s) as conn:
+            async with self._pool.connection() as conn:
                 cursor = await conn.execute(_INSERT_RETURNING, record.values())
                 return await cursor.fetchone() is not None
         except TRANSIENT_ERRORS as exc:

@@ -48,7 +48,7 @@ class Outbox:
         self._write_batch = write_batch
         self.max_rows = max_rows
         self._transient_errors = transient_errors
-        self._close_errors = (TimeoutError, *transient_errors)
+        self._close_errors: tuple[type[BaseException], ...] = (TimeoutError, *transient_errors)
         self._batch_size = batch_size
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s

@@ -9,8 +9,9 @@ both limits and charged to both only if both allow it.
 Admit charges one request and the estimated prompt tokens. Settle charges the tokens
 the provider reported beyond that estimate (completion tokens, a low estimate), without
 rejecting, so a key that used more tokens than estimated waits longer for the next
-request. A rejected request charges nothing. Admit is idempotent per request id: a
-repeat within the reservation TTL is admitted without a second charge.
+request. A request that a limit rejects charges nothing, but one that the budget
+rejects afterwards still counts against the limits. Admit is idempotent per request
+id: a repeat within the reservation TTL is admitted without a second charge.
 """
 
 from __future__ import annotations

@@ -32,7 +32,11 @@ REDIS_TIMEOUT_S = 1.0
 
 async def build(config: MeteringConfig) -> ServiceSpec:
     """Open the ledger (applying migrations) and the stores, and return the server spec."""
-    ledger = Ledger(config.database_url, outbox_max_rows=config.outbox_max_rows)
+    ledger = Ledger(
+        config.database_url,
+        outbox_max_rows=config.outbox_max_rows,
+        flush_timeout_s=config.flush_timeout_s,
+    )
     await ledger.open()
 
     limits = RateLimits(config.rpm_limit, config.tpm_limit)

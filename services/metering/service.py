@@ -54,17 +54,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
         (BUDGET_EXCEEDED, RATE_LIMITED) when the request may not run, and UnavailableError
         when Redis or, for a key whose spend is not loaded yet, the ledger is unreachable.
         """
-        _require_request_id(request.request_id)
-        key = _api_key(request)
-        budget = _budget(request.principal)
-        if request.estimated_prompt_tokens < 0:
-            raise InvalidRequestError(
-                f"estimated_prompt_tokens is {request.estimated_prompt_tokens}; "
-                "it must be 0 or more",
-                reason="INVALID_ESTIMATED_PROMPT_TOKENS",
-                param="estimated_prompt_tokens",
-            )
-        _require_cost(request.estimated_cost_usd, "estimated_cost_usd", "INVALID_ESTIMATED_COST")
+        key, budget = _admission(request)
 
         await self.limiter.acquire(key, request.request_id, request.estimated_prompt_tokens)
         remaining = await self.budgets.reserve(
@@ -89,12 +79,13 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
         key = ApiKey(record.tenant, record.key_id)
 
         written = await self.ledger.record(record)
-        first = await self._settle_budget_and_limits(key, record, add_spend=written is not False)
-
+        first = await self._settle_budget(key, record, add_spend=written is not False)
         # Without a database answer, the budget store's settled marker decides.
         recorded = first if written is None else written
         if recorded:
+            await self._charge_tokens(key, record)
             metrics.observe_settlement(record)
+
         return pb.SettleResponse(recorded=recorded)
 
     async def GetUsage(
@@ -139,16 +130,13 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
             ],
         )
 
-    async def _settle_budget_and_limits(
-        self, key: ApiKey, record: UsageRecord, *, add_spend: bool
-    ) -> bool:
+    async def _settle_budget(self, key: ApiKey, record: UsageRecord, *, add_spend: bool) -> bool:
         # The ledger row is written (or queued) by now, and it is the record that counts.
         # A Redis failure here therefore does not fail the Settle. NOTE: the cost is then
         # missing from the key's cached spend in Redis until the spend expires after a
         # day without traffic and is reloaded from the ledger.
-        first = True
         try:
-            first = await self.budgets.settle(
+            return await self.budgets.settle(
                 key, record.request_id, record.cost_usd, add_spend=add_spend
             )
         except UnavailableError:
@@ -156,6 +144,9 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
                 "spend not updated in the budget store",
                 extra={"settlement_request_id": record.request_id, "key_id": key.key_id},
             )
+            return True
+
+    async def _charge_tokens(self, key: ApiKey, record: UsageRecord) -> None:
         try:
             await self.limiter.settle(
                 key, record.request_id, record.prompt_tokens + record.completion_tokens
@@ -165,7 +156,6 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
                 "tokens not charged to the rate limit",
                 extra={"settlement_request_id": record.request_id, "key_id": key.key_id},
             )
-        return first
 
 
 def _require_request_id(request_id: str) -> None:
@@ -201,6 +191,20 @@ def _api_key(request: pb.AdmitRequest | pb.SettleRequest) -> ApiKey:
     ):
         _require_short(value, name)
     return ApiKey(principal.tenant, principal.key_id)
+
+
+def _admission(request: pb.AdmitRequest) -> tuple[ApiKey, float | None]:
+    _require_request_id(request.request_id)
+    key = _api_key(request)
+    budget = _budget(request.principal)
+    if request.estimated_prompt_tokens < 0:
+        raise InvalidRequestError(
+            f"estimated_prompt_tokens is {request.estimated_prompt_tokens}; it must be 0 or more",
+            reason="INVALID_ESTIMATED_PROMPT_TOKENS",
+            param="estimated_prompt_tokens",
+        )
+    _require_cost(request.estimated_cost_usd, "estimated_cost_usd", "INVALID_ESTIMATED_COST")
+    return key, budget
 
 
 def _budget(principal: principal_pb2.Principal) -> float | None:

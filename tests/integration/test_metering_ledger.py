@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import grpc
 import psycopg
@@ -78,8 +79,20 @@ async def test_settle_stores_every_column(start_metering: StartMetering) -> None
     )
     assert rows == [
         (
-            "acme", "key-1", "gpt-4o-mini", "openai-gpt-4o-mini", "openai", 1200, 300, 1000,
-            120, Decimal("0.000123457"), "cancelled", True, started, 845.25,
+            "acme",
+            "key-1",
+            "gpt-4o-mini",
+            "openai-gpt-4o-mini",
+            "openai",
+            1200,
+            300,
+            1000,
+            120,
+            Decimal("0.000123457"),
+            "cancelled",
+            True,
+            started,
+            845.25,
         )
     ]
 
@@ -115,8 +128,9 @@ async def test_settle_counts_metrics_once(start_metering: StartMetering) -> None
     before_prompt = sample("aigw_tokens_total", type="prompt")
     before_cost = sample("aigw_cost_usd_total")
     before_requests = sample("aigw_requests_total", outcome="ok")
-    request = settle_request("req-metrics", model="metrics-model", provider="anthropic",
-                             cost_usd=0.5)
+    request = settle_request(
+        "req-metrics", model="metrics-model", provider="anthropic", cost_usd=0.5
+    )
 
     await server.stub.Settle(request)
     await server.stub.Settle(request)
@@ -138,8 +152,13 @@ async def test_get_usage_sums_by_model(start_metering: StartMetering) -> None:
     ]
     for request_id, tenant, key_id, model, cost, started in settlements:
         await server.stub.Settle(
-            settle_request(request_id, principal=principal(tenant, key_id), model=model,
-                           cost_usd=cost, start_time=_timestamp(started))
+            settle_request(
+                request_id,
+                principal=principal(tenant, key_id),
+                model=model,
+                cost_usd=cost,
+                start_time=_timestamp(started),
+            )
         )
 
     everything = await server.stub.GetUsage(pb.GetUsageRequest(tenant="acme"))
@@ -147,12 +166,16 @@ async def test_get_usage_sums_by_model(start_metering: StartMetering) -> None:
         pb.GetUsageRequest(tenant="acme", start_time=_timestamp(now - timedelta(days=1)))
     )
     one_key = await server.stub.GetUsage(
-        pb.GetUsageRequest(tenant="acme", key_id="key-1",
-                           start_time=_timestamp(now - timedelta(days=1)))
+        pb.GetUsageRequest(
+            tenant="acme", key_id="key-1", start_time=_timestamp(now - timedelta(days=1))
+        )
     )
     empty = await server.stub.GetUsage(
-        pb.GetUsageRequest(tenant="acme", start_time=_timestamp(now - timedelta(hours=1)),
-                           end_time=_timestamp(now - timedelta(hours=1)))
+        pb.GetUsageRequest(
+            tenant="acme",
+            start_time=_timestamp(now - timedelta(hours=1)),
+            end_time=_timestamp(now - timedelta(hours=1)),
+        )
     )
 
     assert everything.requests == 4
@@ -196,7 +219,7 @@ async def test_migrations_run_once(start_metering: StartMetering) -> None:
     ],
 )
 async def test_settle_rejects_invalid_request(
-    start_metering: StartMetering, request_fields: dict[str, object], field: str, reason: str
+    start_metering: StartMetering, request_fields: dict[str, Any], field: str, reason: str
 ) -> None:
     server = await start_metering()
     request = settle_request(**{"request_id": "req-invalid", **request_fields})
