@@ -19,7 +19,7 @@ as "ibuprofen" and "paracetamol", and sentence embeddings rate both kinds alike.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import functools
 import re
 import unicodedata
@@ -39,6 +39,7 @@ ENTITY_MISMATCH = "entity_mismatch"
 AUDIENCE_MISMATCH = "audience_mismatch"
 DIRECTION_MISMATCH = "direction_mismatch"
 QUESTION_MISMATCH = "question_mismatch"
+TENSE_MISMATCH = "tense_mismatch"
 ADDED_CONTENT = "added_content"
 MISSING_CONTENT = "missing_content"
 NO_CONTENT = "no_content"
@@ -117,10 +118,18 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
         return NEGATION_MISMATCH
     if cached.formats != new.formats:
         return FORMAT_MISMATCH
-    if cached.quoted != new.quoted or cached.code != new.code:
+    # Quotation marks are optional ("what does 'layover' mean"); quoted words are content
+    # words anyway. Two different quoted strings, or different code, are different requests.
+    if cached.quoted and new.quoted and cached.quoted != new.quoted:
+        return ENTITY_MISMATCH
+    if cached.code != new.code:
         return ENTITY_MISMATCH
     if cached.questions != new.questions:
         return QUESTION_MISMATCH
+    # Past forms without an auxiliary ("What caused X?") are not detected, so only two
+    # prompts that both show a tense can disagree.
+    if cached.tenses and new.tenses and cached.tenses != new.tenses:
+        return TENSE_MISMATCH
 
     # Sets, not counts: "a Roth IRA and a traditional IRA" asks what "Roth vs traditional IRA" does.
     cached_words = Counter({t.text: 1 for t in cached.tokens if not t.is_number})
@@ -129,7 +138,13 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
         only_cached = cached_words - new_words
         only_new = new_words - cached_words
         if policy.typo_tolerance and cached.language == "en":
-            only_cached, only_new = _forgive_typos(only_cached, only_new, cached, new)
+            corrections = _typo_corrections(only_cached, only_new, cached, new)
+            if corrections:
+                new = dataclasses.replace(
+                    new, tokens=tuple(dataclasses.replace(t, text=corrections.get(t.text, t.text)) for t in new.tokens)
+                )
+                only_cached -= Counter(set(corrections.values()))
+                only_new -= Counter(set(corrections))
         if only_cached or only_new:
             return _word_difference_reason(only_cached, only_new, cached, new)
 
@@ -204,51 +219,53 @@ def _clauses_compatible(side: list[_Clause], other: list[_Clause]) -> bool:
             return False
         if sum((Counter(o.words) for o in overlapping), Counter()) != words:
             return False
-        if not _is_concatenation(clause.words, [o.words for o in overlapping]):
+        if not _is_concatenation(clause.words, overlapping, clause.symmetric):
             return False
     return True
 
 
-def _is_concatenation(sequence: tuple[str, ...], parts: list[tuple[str, ...]]) -> bool:
-    """Return True when ``sequence`` is the parts joined end to end in some order."""
+def _is_concatenation(sequence: tuple[str, ...], parts: list[_Clause], symmetric: bool) -> bool:
+    """Return True when ``sequence`` is the parts joined end to end in some order.
+
+    Each part keeps its word order, unless it and the whole both contain "or", "and" or "vs".
+    """
     if not parts:
         return not sequence
     for index, part in enumerate(parts):
-        if sequence[: len(part)] == part:
+        head = sequence[: len(part.words)]
+        if head == part.words or (symmetric and part.symmetric and sorted(head) == sorted(part.words)):
             rest = parts[:index] + parts[index + 1 :]
-            if _is_concatenation(sequence[len(part) :], rest):
+            if _is_concatenation(sequence[len(part.words) :], rest, symmetric):
                 return True
     return False
 
 
-def _forgive_typos(
+def _typo_corrections(
     only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
-) -> tuple[Counter[str], Counter[str]]:
-    """Pair words one edit apart when one is a dictionary word and the other is not.
+) -> dict[str, str]:
+    """Map words of the new prompt to cached words one edit away, when one of them is a typo.
 
-    "recieve" is then read as "receive"; "desert" and "dessert" both are dictionary words
-    and stay different.
+    A typo is a word of 5 or more letters that is not in the dictionary while the other is:
+    "recieve" is read as "receive", but "desert" and "dessert" both are words and stay different.
     """
     vocabulary = _english_vocabulary()
+    corrections: dict[str, str] = {}
     if not vocabulary:
-        return only_cached, only_new
-    remaining_cached = Counter(only_cached)
-    remaining_new = Counter(only_new)
-    for cached_word in list(remaining_cached):
-        cached_surface = cached.surface.get(cached_word, cached_word)
-        for new_word in list(remaining_new):
-            new_surface = new.surface.get(new_word, new_word)
+        return corrections
+    unmatched_cached = set(only_cached)
+    for new_word in only_new:
+        new_surface = new.surface.get(new_word, new_word)
+        for cached_word in sorted(unmatched_cached):
+            cached_surface = cached.surface.get(cached_word, cached_word)
             if min(len(cached_surface), len(new_surface)) < 5:
                 continue
             if (cached_surface in vocabulary) == (new_surface in vocabulary):
                 continue
             if _one_edit_apart(cached_surface, new_surface):
-                remaining_cached[cached_word] -= 1
-                remaining_new[new_word] -= 1
-                remaining_cached += Counter()  # drops zero counts
-                remaining_new += Counter()
+                corrections[new_word] = cached_word
+                unmatched_cached.discard(cached_word)
                 break
-    return remaining_cached, remaining_new
+    return corrections
 
 
 def _one_edit_apart(a: str, b: str) -> bool:
@@ -308,6 +325,7 @@ class _Analysis:
     negations: int
     formats: frozenset[str]
     questions: Counter[str]
+    tenses: frozenset[str]
     quoted: frozenset[str]
     code: frozenset[str]
     symmetric_clauses: frozenset[int]
@@ -354,7 +372,7 @@ _PROGRAMMING_NAMES = (
 )
 # Numbers are digits with optional separators; "3,000" and "3000" both become 3000.
 _TOKEN_RE = re.compile(
-    r"(?P<number>\d+(?:[.,]\d+)*)"
+    r"(?P<number>(?:(?<![\w)])-)?\d+(?:[.,]\d+)*)"
     r"|(?P<word>[^\W\d_]+(?:['’][^\W\d_]+)*)"
     r"|(?P<minus>(?<![^\s\d(])-(?=\s*\d))"
     r"|(?P<symbol>[+*/=<>^%$€£¥₹~|×÷≠≤≥]|!=)"
@@ -416,6 +434,7 @@ class _Tokenizer:
         self.negations = 0
         self.formats: set[str] = set()
         self.questions: Counter[str] = Counter()
+        self.tenses: set[str] = set()
         self.symmetric: set[int] = set()
         self.surface: dict[str, str] = {}
         self.clause = 0
@@ -437,6 +456,7 @@ class _Tokenizer:
             negations=self.negations,
             formats=frozenset(self.formats),
             questions=self.questions,
+            tenses=frozenset(self.tenses),
             quoted=self.quoted,
             code=self.code,
             symmetric_clauses=frozenset(self.symmetric),
@@ -485,6 +505,10 @@ class _Tokenizer:
             return index + 1
         if kind == "number":
             number = value.replace(",", "") if _THOUSANDS_RE.match(value) else value.replace(",", ".")
+            following = words[index + 1] if index + 1 < len(words) else ("", "")
+            if following[0] == "word" and following[1] in {"st", "nd", "rd", "th"}:
+                self._add_number(number + following[1])  # "1st" is the same as "first"
+                return index + 2
             self._add_number(number)
             return index + 1
         if kind == "symbol":
@@ -495,7 +519,11 @@ class _Tokenizer:
         if kind == "cjk":
             return self._take_cjk(words, index)
         if kind == "name":
-            self._add_content(value, value)
+            if value in lexicon.formats:  # "CSV" and "csv" are the same format
+                self.formats.add(lexicon.formats[value])
+                self._add_content(lexicon.normalise(value), value)
+            else:
+                self._add_content(value, value)
             return index + 1
 
         phrase_end = self._match_phrase(words, index)
@@ -508,13 +536,20 @@ class _Tokenizer:
             self.pending.append("not")
         elif value in lexicon.formats:
             self.formats.add(lexicon.formats[value])
+            self._add_content(lexicon.normalise(value), value)
         elif value in _PERCENT_WORDS:
             self._add_content("%", value)
         elif value in lexicon.questions:
             if not self.clause_has_content:  # "when I buy" is a conjunction, "When did" a question
                 self.questions[lexicon.questions[value]] += 1
+        elif value in lexicon.tenses:
+            self.tenses.add(lexicon.tenses[value])
+        elif value in lexicon.synonyms:
+            self._add_content(lexicon.synonyms[value], value)
         elif value in lexicon.symmetric:
             self.symmetric.add(self.clause)
+            if value in {"and", "or"}:
+                self.clause_has_content = False  # "Who was X and why is she famous?" asks twice
         elif value in lexicon.relations:
             self.pending.append(lexicon.relations[value])
         elif value in lexicon.stopwords:
@@ -621,6 +656,8 @@ class _Lexicon:
     numbers: dict[str, str]  # number words to digits, ordinals to "1st" style
     formats: dict[str, str]  # words that constrain format or length
     phrases: dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]  # first word -> (phrase, (kind, label))
+    tenses: dict[str, str] = dataclasses.field(default_factory=dict)  # auxiliary -> past or future
+    synonyms: dict[str, str] = dataclasses.field(default_factory=dict)  # word -> the word it counts as
 
     @functools.cached_property
     def markers(self) -> frozenset[str]:
@@ -689,15 +726,16 @@ _EN = _Lexicon(
     stopwords=_words(
         "a an the this that these those some any each such "
         "i me my mine myself you your yours yourself we us our ours ourselves it its itself they them "
-        "their theirs he him his she her hers one's someone somebody something anyone anybody anything "
-        "am is are was were be been being do does did doing can could would will have has had having "
-        "of for in on at by with about as like within via per and but so if then because while whether "
+        "their theirs one's someone somebody something anyone anybody anything "
+        "am is are be been being do does doing can could would have has having "
+        "of at with about as like within via and but so if then because while whether "
         "what which how what's whats please kindly thanks thank thx hi hello hey dear ok okay um uh er "
         "lol haha yo hmm well oh just sorry bother wondering wonder curious tell explain explaining "
         "describe show give let help know want wanted need needed way ways method methods steps step "
         "procedure process approach tips tip tricks trick advice advise guide instructions recommended "
         "recommend suggestion suggestions there here also too really actually basically simply very quite "
-        "pretty thing things stuff kind sort possible able currently anyway mean means meant exactly concept "
+        "pretty thing things stuff kind possible able currently anyway mean means meant exactly concept "
+        "main typical typically usually generally common commonly specifically "
         "meaning difference differences differ different best good effective proper correct"
     ),
     negations=_words(
@@ -705,10 +743,12 @@ _EN = _Lexicon(
     ),
     relations=_mapping(
         "to:to from:from into:to onto:to than:than toward:to towards:to before:before after:after "
+        "for:for by:by in:in on:on "
         "over:over under:under above:over below:under against:against until:until till:until up:up "
         "down:down out:out off:off back:back forward:forward instead:instead"
     ),
-    symmetric=_words("or and vs versus between nor"),
+    # Comparisons are symmetric too: "X vs Y" asks what "how does Y differ from X" asks.
+    symmetric=_words("or and vs versus between nor difference differences differ different compare compared comparison"),
     questions=_mapping("who:who whom:who whose:who when:when where:where why:why"),
     numbers=_mapping(
         "zero:0 one:1 two:2 three:3 four:4 five:5 six:6 seven:7 eight:8 nine:9 ten:10 eleven:11 twelve:12 "
@@ -733,10 +773,16 @@ _EN = _Lexicon(
             ("can you", "filler", ""), ("i was wondering", "filler", ""), ("is there", "filler", ""),
             ("as well", "filler", ""), ("which one", "filler", ""), ("this one", "filler", ""),
             ("that one", "filler", ""), ("the one", "filler", ""), ("one of", "filler", ""),
-            ("no one", "negation", ""),
+            ("no one", "negation", ""), ("no longer", "negation", ""),
             ("free of", "negation", ""), ("rather than", "negation", ""),
         ]
     ),
+    tenses=_mapping(
+        "is:present are:present am:present do:present does:present has:present have:present "
+        "was:past were:past did:past had:past will:future shall:future"
+    ),
+    # Gendered pronouns stay, because "a gift for him" and "a gift for her" differ.
+    synonyms=_mapping("him:he his:he himself:he her:she hers:she herself:she"),
 )
 
 
@@ -767,12 +813,14 @@ _LEXICONS: dict[str, _Lexicon] = {
     "en": _EN,
     "es": _other_lexicon(
         "spanish",
-        [("por qué", "question", "why"), ("para qué", "question", "why")],
+        [("por qué", "question", "why"), ("para qué", "question", "why"), ("quiere decir", "filler", ""),
+         ("cuánto tiempo", "question", "duration")],
         "el la los las un una unos unas lo al del de en con por para sobre como y e pero si que qué "
         "cómo como cual cuál cuáles es son está están ser estar soy eres fue era hay he ha han tengo "
         "tiene puedo puede pueden podría debo debe se me te le les nos mi mis tu tus su sus yo tú "
         "usted ustedes este esta estos estas ese esa eso esto mucho muy favor gracias hola oye "
-        "explícame explica dime forma manera pasos hacer hace",
+        "explícame explica dime forma manera pasos hacer hace procedimiento método significa "
+        "significado",
         "no nunca sin ni nada nadie ningún ninguna ninguno jamás tampoco excepto salvo",
         "a:to hacia:to desde:from hasta:until contra:against antes:before después:after",
         "o u vs entre",
@@ -784,12 +832,13 @@ _LEXICONS: dict[str, _Lexicon] = {
     ),
     "fr": _other_lexicon(
         "french",
-        [],
+        [("veut dire", "filler", ""), ("est-ce que", "filler", ""), ("combien de temps", "question", "duration")],
         "le la les l un une des du de d en dans avec par pour sur comme et mais si que qu quoi "
         "comment quel quelle quels quelles est sont être suis es était a ai as ont avoir peut "
         "peux puis pouvez dois doit faut on il elle ils elles je j tu vous nous me m te t se s "
         "mon ma mes ton ta tes son sa ses notre nos votre vos ce cet cette ces ça cela fait faire "
-        "fais plaît merci bonjour salut explique expliquez dis dites façon manière étapes y",
+        "fais plaît merci bonjour salut explique expliquez dis dites façon manière étapes y "
+        "procédure méthode signifie",
         "ne n pas jamais sans aucun aucune rien ni sauf plus_jamais",
         "à:to au:to aux:to vers:to depuis:from jusqu:until contre:against avant:before après:after",
         "ou vs entre",
@@ -805,7 +854,8 @@ _LEXICONS: dict[str, _Lexicon] = {
         "über wie und aber wenn dass ob ist sind war bin bist sein habe hat haben kann kannst können "
         "muss soll sollte man ich du sie er es wir ihr mich mir dich dir sich mein meine meinen "
         "meinem dein deine unser unsere ihre ihren was welche welcher welches bitte danke hallo "
-        "erkläre erklär erklären sag mal eigentlich denn doch schritte art weise",
+        "erkläre erklär erklären sag mal eigentlich denn doch schritte art weise vorgehen methode "
+        "anleitung bedeutet bedeutung",
         "nicht kein keine keinen keinem keiner keines nie niemals ohne weder nichts außer",
         "zu:to zum:to zur:to nach:to von:from vom:from aus:from gegen:against vor:before als:than",
         "oder und vs zwischen",
@@ -817,12 +867,13 @@ _LEXICONS: dict[str, _Lexicon] = {
     ),
     "pt": _other_lexicon(
         "portuguese",
-        [("por que", "question", "why"), ("por quê", "question", "why")],
+        [("por que", "question", "why"), ("por quê", "question", "why"), ("quer dizer", "filler", ""),
+         ("quanto tempo", "question", "duration")],
         "o a os as um uma uns umas do da dos das de em no na nos nas com por pelo pela para sobre "
         "como e mas se que quê qual quais é são está estão ser estar sou foi era há tem tenho posso "
         "pode podem devo deve eu você vocês ele ela eles elas me te lhe nos meu minha meus minhas "
         "seu sua seus suas este esta isto esse essa isso favor obrigado obrigada olá oi explique "
-        "explica faço faz fazer forma maneira passos",
+        "explica faço faz fazer forma maneira passos procedimento método significa significado",
         "não nunca sem nem nada ninguém nenhum nenhuma jamais exceto",
         "ao:to aos:to à:to até:until desde:from contra:against antes:before depois:after",
         "ou vs entre",
@@ -834,12 +885,12 @@ _LEXICONS: dict[str, _Lexicon] = {
     ),
     "it": _other_lexicon(
         "italian",
-        [],
+        [("vuol dire", "filler", ""), ("quanto tempo", "question", "duration")],
         "il lo la i gli le un uno una l di del della dei delle dello degli in nel nella con per su "
         "sul sulla come e ma se che cosa quale quali è sono sei essere era c ci ho ha hanno posso "
         "può possono devo deve io tu lui lei noi voi loro mi ti si mio mia miei mie tuo tua suo sua "
         "questo questa quello quella favore grazie ciao spiega spiegami dimmi modo maniera passi "
-        "prepara fare fa",
+        "fare fa procedimento metodo passaggi significa significato qual",
         "non mai senza né niente nulla nessuno nessuna tranne",
         "a:to al:to alla:to ai:to verso:to da:from dal:from dalla:from fino:until contro:against "
         "prima:before dopo:after",
@@ -881,7 +932,7 @@ _LEXICONS: dict[str, _Lexicon] = {
 
 # Languages without a word list here keep every word as content and are never stemmed.
 _BARE = _Lexicon(None, frozenset(), frozenset(), {}, frozenset(), {}, {}, _FORMAT_WORDS_EN, {})
-_PARTICLES = _words("up down out off back over forward")
+_PARTICLES = _words("up down out off back over forward in on")
 _PERCENT_WORDS = _words("percent percentage prozent procent percento")
 _CAPITALISED_FILLERS = _words("ok okay hi hey lol pls plz thx asap btw fyi imo tl dr")
 
