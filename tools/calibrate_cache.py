@@ -64,7 +64,9 @@ def load_pairs(path: Path) -> list[Pair]:
             continue
         try:
             row = json.loads(line)
-            pairs.append(Pair(row["id"], row["a"], row["b"], bool(row["same_answer"]), row.get("kind", "")))
+            pairs.append(
+                Pair(row["id"], row["a"], row["b"], bool(row["same_answer"]), row.get("kind", ""))
+            )
         except (ValueError, KeyError) as exc:
             raise SystemExit(f"{path}:{number}: invalid pair line: {exc}") from exc
     return pairs
@@ -77,7 +79,9 @@ def similarities(embedder: Embedder, pairs: Sequence[Pair]) -> np.ndarray:
     return np.einsum("ij,ij->i", cached, new)
 
 
-def evaluate(pairs: Sequence[Pair], sims: np.ndarray, policy: SemanticPolicy) -> list[MatchDecision]:
+def evaluate(
+    pairs: Sequence[Pair], sims: np.ndarray, policy: SemanticPolicy
+) -> list[MatchDecision]:
     """Run the guard on every pair."""
     return [decide(p.cached, p.new, float(s), policy) for p, s in zip(pairs, sims, strict=True)]
 
@@ -85,12 +89,16 @@ def evaluate(pairs: Sequence[Pair], sims: np.ndarray, policy: SemanticPolicy) ->
 def score(pairs: Sequence[Pair], decisions: Sequence[MatchDecision]) -> Scores:
     """Count true and false hits."""
     true_hits = sum(1 for p, d in zip(pairs, decisions, strict=True) if d.accept and p.same_answer)
-    false_hits = sum(1 for p, d in zip(pairs, decisions, strict=True) if d.accept and not p.same_answer)
+    false_hits = sum(
+        1 for p, d in zip(pairs, decisions, strict=True) if d.accept and not p.same_answer
+    )
     positives = sum(1 for p in pairs if p.same_answer)
     return Scores(true_hits, false_hits, positives, len(pairs) - positives)
 
 
-def report(pairs: Sequence[Pair], sims: np.ndarray, policy: SemanticPolicy, show_misses: bool) -> None:
+def report(
+    pairs: Sequence[Pair], sims: np.ndarray, policy: SemanticPolicy, show_misses: bool
+) -> None:
     """Print the scores at ``policy``, the false hits by kind and a threshold sweep."""
     decisions = evaluate(pairs, sims, policy)
     scores = score(pairs, decisions)
@@ -113,26 +121,37 @@ def report(pairs: Sequence[Pair], sims: np.ndarray, policy: SemanticPolicy, show
     reasons = Counter(d.reason for d in decisions)
     print("\nreasons: " + ", ".join(f"{reason} {count}" for reason, count in reasons.most_common()))
 
-    false_hits = [(p, d) for p, d in zip(pairs, decisions, strict=True) if d.accept and not p.same_answer]
+    false_hits = [
+        (p, d) for p, d in zip(pairs, decisions, strict=True) if d.accept and not p.same_answer
+    ]
     if false_hits:
         print("\nfalse hits:")
         for pair, decision in false_hits:
-            print(f"  {pair.id} [{pair.kind}] sim {decision.similarity:.3f}: {pair.cached!r} -> {pair.new!r}")
+            print(
+                f"  {pair.id} [{pair.kind}] sim {decision.similarity:.3f}: "
+                f"{pair.cached!r} -> {pair.new!r}"
+            )
 
     if show_misses:
         print("\nmissed same-answer pairs:")
         for pair, decision in zip(pairs, decisions, strict=True):
             if pair.same_answer and not decision.accept:
-                print(f"  {pair.id} {decision.reason} sim {decision.similarity:.3f}: {pair.cached!r} -> {pair.new!r}")
+                print(
+                    f"  {pair.id} {decision.reason} sim {decision.similarity:.3f}: "
+                    f"{pair.cached!r} -> {pair.new!r}"
+                )
 
     print("\nthreshold sweep, guard on / similarity only:")
     print("threshold  precision  recall  false hits | precision  recall  false hits")
     for threshold in np.arange(0.50, 1.0, 0.05):
-        guarded = score(pairs, evaluate(pairs, sims, dataclasses.replace(policy, threshold=float(threshold))))
+        guarded = score(
+            pairs, evaluate(pairs, sims, dataclasses.replace(policy, threshold=float(threshold)))
+        )
         plain_accept = [MatchDecision(bool(s >= threshold), float(s), "") for s in sims]
         plain = score(pairs, plain_accept)
         print(
-            f"{threshold:9.2f}  {guarded.precision:9.3f}  {guarded.recall:6.3f}  {guarded.false_hits:10} | "
+            f"{threshold:9.2f}  {guarded.precision:9.3f}  {guarded.recall:6.3f}  "
+            f"{guarded.false_hits:10} | "
             f"{plain.precision:9.3f}  {plain.recall:6.3f}  {plain.false_hits:10}"
         )
 
@@ -142,10 +161,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", type=Path, help="JSON Lines file of labelled prompt pairs")
     parser.add_argument(
-        "--threshold", type=float, default=DEFAULT_POLICY.threshold,
+        "--threshold",
+        type=float,
+        default=DEFAULT_POLICY.threshold,
         help=f"minimum cosine similarity (default {DEFAULT_POLICY.threshold})",
     )
-    parser.add_argument("--show-misses", action="store_true", help="also list the same-answer pairs the guard rejects")
+    parser.add_argument(
+        "--show-misses",
+        action="store_true",
+        help="also list the same-answer pairs the guard rejects",
+    )
     args = parser.parse_args(argv)
 
     pairs = load_pairs(args.pairs)
@@ -154,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     embedder = Embedder.load()
     sims = similarities(embedder, pairs)
-    report(pairs, sims, dataclasses.replace(DEFAULT_POLICY, threshold=args.threshold), args.show_misses)
+    report(
+        pairs, sims, dataclasses.replace(DEFAULT_POLICY, threshold=args.threshold), args.show_misses
+    )
     return 0
 
 

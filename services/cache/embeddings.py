@@ -35,7 +35,9 @@ _REQUIRED_FILES = ("config.json", "tokenizer.json", "model.safetensors")
 # Coefficients of the Abramowitz and Stegun 7.1.26 approximation of erf (maximum absolute
 # error 1.5e-7). NumPy has no erf, and BERT uses the exact erf form of GELU, not the tanh one.
 _ERF_P = np.float32(0.3275911)
-_ERF_A = tuple(np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
+_ERF_A = tuple(
+    np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+)
 _INV_SQRT2 = np.float32(1.0 / np.sqrt(2.0))
 _GELU_BLOCK = 65536
 
@@ -106,7 +108,8 @@ class Embedder:
         self._eps = np.float32(float(config.get("layer_norm_eps", 1e-12)))  # type: ignore[arg-type]
         if self.dimension % self._heads:
             raise EmbeddingModelError(
-                f"hidden_size {self.dimension} is not a multiple of num_attention_heads {self._heads}"
+                f"hidden_size {self.dimension} is not a multiple of "
+                f"num_attention_heads {self._heads}"
             )
         self._batch_size = batch_size
         self._tokenizer = tokenizer
@@ -154,7 +157,9 @@ class Embedder:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
             weights = load_file(str(directory / "model.safetensors"))
         except Exception as exc:  # tokenizers and safetensors raise plain Exception, not OSError
-            raise EmbeddingModelError(f"cannot read embedding model files in {directory}: {exc}") from exc
+            raise EmbeddingModelError(
+                f"cannot read embedding model files in {directory}: {exc}"
+            ) from exc
 
         # tokenizer.json pads every text to 128 word pieces and truncates there; the model was
         # trained with up to 256, and padding only to the longest text in a batch saves work.
@@ -169,7 +174,11 @@ class Embedder:
         embedder = cls(tokenizer, weights, config, batch_size=batch_size)
         logger.info(
             "loaded embedding model",
-            extra={"model_dir": str(directory), "dimension": embedder.dimension, "blas_threads": thread_count},
+            extra={
+                "model_dir": str(directory),
+                "dimension": embedder.dimension,
+                "blas_threads": thread_count,
+            },
         )
         return embedder
 
@@ -196,11 +205,18 @@ class Embedder:
     def _encode(self, encodings: list[Encoding]) -> np.ndarray:
         length = max(sum(encoding.attention_mask) for encoding in encodings)
         ids = np.array([encoding.ids[:length] for encoding in encodings], dtype=np.int64)
-        mask = np.array([encoding.attention_mask[:length] for encoding in encodings], dtype=np.float32)
+        mask = np.array(
+            [encoding.attention_mask[:length] for encoding in encodings], dtype=np.float32
+        )
         batch = len(encodings)
 
         hidden = self._word[ids] + self._position[:length] + self._token_type
-        hidden = _layer_norm(hidden.reshape(batch * length, self.dimension), self._emb_norm_w, self._emb_norm_b, self._eps)
+        hidden = _layer_norm(
+            hidden.reshape(batch * length, self.dimension),
+            self._emb_norm_w,
+            self._emb_norm_b,
+            self._eps,
+        )
         # Padded keys get a large negative score, so softmax gives them zero weight.
         key_bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         for layer in self._layers:
@@ -260,9 +276,14 @@ def _load_layer(weights: dict[str, np.ndarray], prefix: str) -> _Layer:
     attention = prefix + "attention.self."
     return _Layer(
         qkv_w=np.ascontiguousarray(
-            np.concatenate([weights[attention + part + ".weight"].T for part in ("query", "key", "value")], axis=1)
+            np.concatenate(
+                [weights[attention + part + ".weight"].T for part in ("query", "key", "value")],
+                axis=1,
+            )
         ),
-        qkv_b=np.concatenate([weights[attention + part + ".bias"] for part in ("query", "key", "value")]),
+        qkv_b=np.concatenate(
+            [weights[attention + part + ".bias"] for part in ("query", "key", "value")]
+        ),
         attn_out_w=transposed("attention.output.dense.weight"),
         attn_out_b=weights[prefix + "attention.output.dense.bias"],
         attn_norm_w=weights[prefix + "attention.output.LayerNorm.weight"],

@@ -83,7 +83,8 @@ def tenant_of_key(key: str) -> str:
     tenant, separator, digest = key.rpartition(":")
     if not separator or not tenant or len(digest) != 64 or not _is_hex(digest):
         raise InvalidCacheKeyError(
-            f"cache key {key[:80]!r} is not of the form <tenant>:<sha256 hex> that exact_key returns"
+            f"cache key {key[:80]!r} is not of the form <tenant>:<sha256 hex> "
+            "that exact_key returns"
         )
     return tenant
 

@@ -55,7 +55,7 @@ class SemanticPolicy:
     max_compared_words: int = 400
     """Prompts with more words than this are served only when their word sequences are equal."""
     typo_tolerance: bool = True
-    """Match an English word that is not in the model's vocabulary to a vocabulary word one edit away."""
+    """Read an English non-word as the dictionary word one edit away ("recieve" as "receive")."""
 
 
 DEFAULT_POLICY = SemanticPolicy()
@@ -101,7 +101,10 @@ def decide(
         cached = _analyse(cached_prompt, language)
         new = _analyse(new_prompt, language)
 
-    if len(cached.tokens) > policy.max_compared_words or len(new.tokens) > policy.max_compared_words:
+    if (
+        len(cached.tokens) > policy.max_compared_words
+        or len(new.tokens) > policy.max_compared_words
+    ):
         same = [t.text for t in cached.tokens] == [t.text for t in new.tokens]
         return verdict(ACCEPTED if same else TOO_LONG)
 
@@ -141,7 +144,11 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
             corrections = _typo_corrections(only_cached, only_new, cached, new)
             if corrections:
                 new = dataclasses.replace(
-                    new, tokens=tuple(dataclasses.replace(t, text=corrections.get(t.text, t.text)) for t in new.tokens)
+                    new,
+                    tokens=tuple(
+                        dataclasses.replace(t, text=corrections.get(t.text, t.text))
+                        for t in new.tokens
+                    ),
                 )
                 only_cached -= Counter(set(corrections.values()))
                 only_new -= Counter(set(corrections))
@@ -156,7 +163,9 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
 def _word_difference_reason(
     only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
 ) -> str:
-    surface = {cached.surface.get(w, w) for w in only_cached} | {new.surface.get(w, w) for w in only_new}
+    surface = {cached.surface.get(w, w) for w in only_cached} | {
+        new.surface.get(w, w) for w in only_new
+    }
     if surface & _ALL_LANGUAGE_WORDS:
         return LANGUAGE_MISMATCH
     if surface & _UNIT_WORDS:
@@ -233,7 +242,9 @@ def _is_concatenation(sequence: tuple[str, ...], parts: list[_Clause], symmetric
         return not sequence
     for index, part in enumerate(parts):
         head = sequence[: len(part.words)]
-        if head == part.words or (symmetric and part.symmetric and sorted(head) == sorted(part.words)):
+        if head == part.words or (
+            symmetric and part.symmetric and sorted(head) == sorted(part.words)
+        ):
             rest = parts[:index] + parts[index + 1 :]
             if _is_concatenation(sequence[len(part.words) :], rest, symmetric):
                 return True
@@ -276,7 +287,12 @@ def _one_edit_apart(a: str, b: str) -> bool:
         diffs = [i for i in range(len(a)) if a[i] != b[i]]
         if len(diffs) == 1:
             return True
-        return len(diffs) == 2 and diffs[1] == diffs[0] + 1 and a[diffs[0]] == b[diffs[1]] and a[diffs[1]] == b[diffs[0]]
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and a[diffs[0]] == b[diffs[1]]
+            and a[diffs[1]] == b[diffs[0]]
+        )
     shorter, longer = (a, b) if len(a) < len(b) else (b, a)
     for i in range(len(longer)):
         if longer[:i] + longer[i + 1 :] == shorter:
@@ -344,7 +360,7 @@ class _Analysis:
         ]
 
     def relations_by_word(self) -> dict[str, set[tuple[str, ...]]]:
-        """Return, for each word, the relation-word tuples it appears under (empty ones left out)."""
+        """Return, for each word, the non-empty relation-word tuples it appears under."""
         relations: dict[str, set[tuple[str, ...]]] = {}
         for token in self.tokens:
             entry = relations.setdefault(token.text, set())
@@ -420,8 +436,12 @@ class _Tokenizer:
     """Walk one prompt once, collecting content words, numbers, negations and markers."""
 
     def __init__(
-        self, lexicon: _Lexicon, language: str | None, confident: bool,
-        code: frozenset[str], quoted: frozenset[str],
+        self,
+        lexicon: _Lexicon,
+        language: str | None,
+        confident: bool,
+        code: frozenset[str],
+        quoted: frozenset[str],
     ) -> None:
         self.lexicon = lexicon
         self.language = language
@@ -504,7 +524,9 @@ class _Tokenizer:
             self.clause_has_content = False
             return index + 1
         if kind == "number":
-            number = value.replace(",", "") if _THOUSANDS_RE.match(value) else value.replace(",", ".")
+            number = (
+                value.replace(",", "") if _THOUSANDS_RE.match(value) else value.replace(",", ".")
+            )
             following = words[index + 1] if index + 1 < len(words) else ("", "")
             if following[0] == "word" and following[1] in {"st", "nd", "rd", "th"}:
                 self._add_number(number + following[1])  # "1st" is the same as "first"
@@ -564,7 +586,10 @@ class _Tokenizer:
             end = index + len(phrase)
             if end > len(words):
                 continue
-            if all(words[index + k][0] == "word" and words[index + k][1] == part for k, part in enumerate(phrase)):
+            if all(
+                words[index + k][0] == "word" and words[index + k][1] == part
+                for k, part in enumerate(phrase)
+            ):
                 if kind == "question":
                     if not self.clause_has_content:
                         self.questions[label] += 1
@@ -632,7 +657,9 @@ def _detect_language(text: str) -> tuple[str | None, bool]:
         return "ru", True
 
     words = [w.casefold() for w in re.findall(r"[^\W\d_]+", text)]
-    scores = {code: sum(1 for w in words if w in lexicon.markers) for code, lexicon in _LEXICONS.items()}
+    scores = {
+        code: sum(1 for w in words if w in lexicon.markers) for code, lexicon in _LEXICONS.items()
+    }
     ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     (best, best_score), (_, second_score) = ranked[0], ranked[1]
     if best_score == 0 or best_score == second_score:
@@ -655,9 +682,13 @@ class _Lexicon:
     questions: dict[str, str]  # question words that fix the kind of answer: who, when, where
     numbers: dict[str, str]  # number words to digits, ordinals to "1st" style
     formats: dict[str, str]  # words that constrain format or length
-    phrases: dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]  # first word -> (phrase, (kind, label))
+    phrases: dict[
+        str, list[tuple[tuple[str, ...], tuple[str, str]]]
+    ]  # first word -> (phrase, (kind, label))
     tenses: dict[str, str] = dataclasses.field(default_factory=dict)  # auxiliary -> past or future
-    synonyms: dict[str, str] = dataclasses.field(default_factory=dict)  # word -> the word it counts as
+    synonyms: dict[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # word -> the word it counts as
 
     @functools.cached_property
     def markers(self) -> frozenset[str]:
@@ -692,7 +723,9 @@ def _mapping(pairs: str) -> dict[str, str]:
     return dict(pair.split(":", 1) for pair in pairs.split())
 
 
-def _phrases(entries: Iterable[tuple[str, str, str]]) -> dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]:
+def _phrases(
+    entries: Iterable[tuple[str, str, str]],
+) -> dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]]:
     index: dict[str, list[tuple[tuple[str, ...], tuple[str, str]]]] = {}
     # Longer phrases first, so "i was wondering" wins over a shorter phrase with the same start.
     for phrase, kind, label in sorted(entries, key=lambda e: -len(e[0].split())):
@@ -704,42 +737,55 @@ def _phrases(entries: Iterable[tuple[str, str, str]]) -> dict[str, list[tuple[tu
 _ELIDED_PREFIXES = _words("l d j m n s t c qu dell nell all dall sull un quest")
 
 _FORMAT_WORDS_EN = _mapping(
-    "json:json yaml:yaml yml:yaml csv:csv xml:xml html:html markdown:markdown table:table tables:table "
+    "json:json yaml:yaml yml:yaml csv:csv xml:xml html:html markdown:markdown table:table "
+    "tables:table "
     "tabular:table bullet:bullets bullets:bullets bulleted:bullets numbered:numbered list:list "
     "sentence:sentences sentences:sentences word:words words:words paragraph:paragraphs "
     "paragraphs:paragraphs line:lines lines:lines characters:characters brief:short briefly:short "
     "short:short shorter:short concise:short concisely:short succinct:short summary:short tl:short "
-    "detailed:long thorough:long comprehensive:long elaborate:long haiku:haiku poem:poem limerick:poem "
+    "detailed:long thorough:long comprehensive:long elaborate:long haiku:haiku poem:poem "
+    "limerick:poem "
     "tweet:tweet emoji:emoji emojis:emoji oneliner:oneline lambda:oneline"
 )
 _FORMAT_WORDS_OTHER = _mapping(
-    "tabla:table tableau:table tabelle:table tabella:table tabela:table frase:sentences frases:sentences "
+    "tabla:table tableau:table tabelle:table tabella:table tabela:table frase:sentences "
+    "frases:sentences "
     "phrase:sentences phrases:sentences satz:sentences sätze:sentences palabras:words mots:words "
-    "wörter:words parole:words palavras:words párrafo:paragraphs paragraphe:paragraphs absatz:paragraphs "
+    "wörter:words parole:words palavras:words párrafo:paragraphs paragraphe:paragraphs "
+    "absatz:paragraphs "
     "lista:list liste:list breve:short bref:short brève:short kurz:short kurze:short resumen:short "
     "résumé:short zusammenfassung:short riassunto:short resumo:short viñetas:bullets puces:bullets "
-    "stichpunkte:bullets detallado:long détaillé:long ausführlich:long dettagliato:long detalhado:long"
+    "stichpunkte:bullets detallado:long détaillé:long ausführlich:long dettagliato:long "
+    "detalhado:long"
 )
 
 _EN = _Lexicon(
     stemmer_name="english",
     stopwords=_words(
         "a an the this that these those some any each such "
-        "i me my mine myself you your yours yourself we us our ours ourselves it its itself they them "
+        "i me my mine myself you your yours yourself we us our ours ourselves it its itself they "
+        "them "
         "their theirs one's someone somebody something anyone anybody anything "
         "am is are be been being do does doing can could would have has having "
         "of at with about as like within via and but so if then because while whether "
-        "what which how what's whats please kindly thanks thank thx hi hello hey dear ok okay um uh er "
-        "lol haha yo hmm well oh just sorry bother wondering wonder curious tell explain explaining "
-        "describe show give let help know want wanted need needed way ways method methods steps step "
-        "procedure process approach tips tip tricks trick advice advise guide instructions recommended "
-        "recommend suggestion suggestions there here also too really actually basically simply very quite "
-        "pretty thing things stuff kind possible able currently anyway mean means meant exactly concept "
+        "what which how what's whats please kindly thanks thank thx hi hello hey dear ok okay um "
+        "uh er "
+        "lol haha yo hmm well oh just sorry bother wondering wonder curious tell explain "
+        "explaining "
+        "describe show give let help know want wanted need needed way ways method methods steps "
+        "step "
+        "procedure process approach tips tip tricks trick advice advise guide instructions "
+        "recommended "
+        "recommend suggestion suggestions there here also too really actually basically simply "
+        "very quite "
+        "pretty thing things stuff kind possible able currently anyway mean means meant exactly "
+        "concept "
         "main typical typically usually generally common commonly specifically "
         "meaning difference differences differ different best good effective proper correct"
     ),
     negations=_words(
-        "not no never without none nobody nothing neither nor cannot except excluding unless non nope"
+        "not no never without none nobody nothing neither nor cannot except excluding unless non "
+        "nope"
     ),
     relations=_mapping(
         "to:to from:from into:to onto:to than:than toward:to towards:to before:before after:after "
@@ -748,33 +794,58 @@ _EN = _Lexicon(
         "down:down out:out off:off back:back forward:forward instead:instead"
     ),
     # Comparisons are symmetric too: "X vs Y" asks what "how does Y differ from X" asks.
-    symmetric=_words("or and vs versus between nor difference differences differ different compare compared comparison"),
+    symmetric=_words(
+        "or and vs versus between nor difference differences differ different compare compared "
+        "comparison"
+    ),
     questions=_mapping("who:who whom:who whose:who when:when where:where why:why"),
     numbers=_mapping(
-        "zero:0 one:1 two:2 three:3 four:4 five:5 six:6 seven:7 eight:8 nine:9 ten:10 eleven:11 twelve:12 "
-        "thirteen:13 fourteen:14 fifteen:15 sixteen:16 seventeen:17 eighteen:18 nineteen:19 twenty:20 "
-        "thirty:30 forty:40 fifty:50 sixty:60 seventy:70 eighty:80 ninety:90 hundred:100 thousand:1000 "
+        "zero:0 one:1 two:2 three:3 four:4 five:5 six:6 seven:7 eight:8 nine:9 ten:10 eleven:11 "
+        "twelve:12 "
+        "thirteen:13 fourteen:14 fifteen:15 sixteen:16 seventeen:17 eighteen:18 nineteen:19 "
+        "twenty:20 "
+        "thirty:30 forty:40 fifty:50 sixty:60 seventy:70 eighty:80 ninety:90 hundred:100 "
+        "thousand:1000 "
         "million:1000000 billion:1000000000 dozen:12 half:0.5 twice:2x "
-        "first:1st second:2nd third:3rd fourth:4th fifth:5th sixth:6th seventh:7th eighth:8th ninth:9th "
+        "first:1st second:2nd third:3rd fourth:4th fifth:5th sixth:6th seventh:7th eighth:8th "
+        "ninth:9th "
         "tenth:10th last:last"
     ),
     formats=_FORMAT_WORDS_EN,
     phrases=_phrases(
         [
-            ("how many", "question", "quantity"), ("how much", "question", "quantity"),
-            ("how long", "question", "duration"), ("how often", "question", "frequency"),
-            ("how old", "question", "age"), ("how far", "question", "distance"),
-            ("how come", "question", "why"), ("what time", "question", "when"),
-            ("step by step", "format", "steps"), ("one line", "format", "oneline"),
-            ("one sentence", "format", "sentences"), ("in short", "format", "short"),
-            ("bullet points", "format", "bullets"), ("bullet point", "format", "bullets"),
-            ("quick question", "filler", ""), ("real quick", "filler", ""),
-            ("thank you", "filler", ""), ("could you", "filler", ""), ("would you", "filler", ""),
-            ("can you", "filler", ""), ("i was wondering", "filler", ""), ("is there", "filler", ""),
-            ("as well", "filler", ""), ("which one", "filler", ""), ("this one", "filler", ""),
-            ("that one", "filler", ""), ("the one", "filler", ""), ("one of", "filler", ""),
-            ("no one", "negation", ""), ("no longer", "negation", ""),
-            ("free of", "negation", ""), ("rather than", "negation", ""),
+            ("how many", "question", "quantity"),
+            ("how much", "question", "quantity"),
+            ("how long", "question", "duration"),
+            ("how often", "question", "frequency"),
+            ("how old", "question", "age"),
+            ("how far", "question", "distance"),
+            ("how come", "question", "why"),
+            ("what time", "question", "when"),
+            ("step by step", "format", "steps"),
+            ("one line", "format", "oneline"),
+            ("one sentence", "format", "sentences"),
+            ("in short", "format", "short"),
+            ("bullet points", "format", "bullets"),
+            ("bullet point", "format", "bullets"),
+            ("quick question", "filler", ""),
+            ("real quick", "filler", ""),
+            ("thank you", "filler", ""),
+            ("could you", "filler", ""),
+            ("would you", "filler", ""),
+            ("can you", "filler", ""),
+            ("i was wondering", "filler", ""),
+            ("is there", "filler", ""),
+            ("as well", "filler", ""),
+            ("which one", "filler", ""),
+            ("this one", "filler", ""),
+            ("that one", "filler", ""),
+            ("the one", "filler", ""),
+            ("one of", "filler", ""),
+            ("no one", "negation", ""),
+            ("no longer", "negation", ""),
+            ("free of", "negation", ""),
+            ("rather than", "negation", ""),
         ]
     ),
     tenses=_mapping(
@@ -804,7 +875,12 @@ def _other_lexicon(
         symmetric=_words(symmetric),
         questions=_mapping(questions),
         numbers=_mapping(numbers),
-        formats=_FORMAT_WORDS_OTHER | {k: v for k, v in _FORMAT_WORDS_EN.items() if k in {"json", "yaml", "csv", "xml", "html", "markdown"}},
+        formats=_FORMAT_WORDS_OTHER
+        | {
+            k: v
+            for k, v in _FORMAT_WORDS_EN.items()
+            if k in {"json", "yaml", "csv", "xml", "html", "markdown"}
+        },
         phrases=_phrases(phrases),
     )
 
@@ -813,10 +889,16 @@ _LEXICONS: dict[str, _Lexicon] = {
     "en": _EN,
     "es": _other_lexicon(
         "spanish",
-        [("por qué", "question", "why"), ("para qué", "question", "why"), ("quiere decir", "filler", ""),
-         ("cuánto tiempo", "question", "duration")],
-        "el la los las un una unos unas lo al del de en con por para sobre como y e pero si que qué "
-        "cómo como cual cuál cuáles es son está están ser estar soy eres fue era hay he ha han tengo "
+        [
+            ("por qué", "question", "why"),
+            ("para qué", "question", "why"),
+            ("quiere decir", "filler", ""),
+            ("cuánto tiempo", "question", "duration"),
+        ],
+        "el la los las un una unos unas lo al del de en con por para sobre como y e pero si que "
+        "qué "
+        "cómo como cual cuál cuáles es son está están ser estar soy eres fue era hay he ha han "
+        "tengo "
         "tiene puedo puede pueden podría debo debe se me te le les nos mi mis tu tus su sus yo tú "
         "usted ustedes este esta estos estas ese esa eso esto mucho muy favor gracias hola oye "
         "explícame explica dime forma manera pasos hacer hace procedimiento método significa "
@@ -832,7 +914,11 @@ _LEXICONS: dict[str, _Lexicon] = {
     ),
     "fr": _other_lexicon(
         "french",
-        [("veut dire", "filler", ""), ("est-ce que", "filler", ""), ("combien de temps", "question", "duration")],
+        [
+            ("veut dire", "filler", ""),
+            ("est-ce que", "filler", ""),
+            ("combien de temps", "question", "duration"),
+        ],
         "le la les l un une des du de d en dans avec par pour sur comme et mais si que qu quoi "
         "comment quel quelle quels quelles est sont être suis es était a ai as ont avoir peut "
         "peux puis pouvez dois doit faut on il elle ils elles je j tu vous nous me m te t se s "
@@ -851,7 +937,8 @@ _LEXICONS: dict[str, _Lexicon] = {
         "german",
         [],
         "der die das den dem des ein eine einen einem einer eines in im mit für auf an am bei um "
-        "über wie und aber wenn dass ob ist sind war bin bist sein habe hat haben kann kannst können "
+        "über wie und aber wenn dass ob ist sind war bin bist sein habe hat haben kann kannst "
+        "können "
         "muss soll sollte man ich du sie er es wir ihr mich mir dich dir sich mein meine meinen "
         "meinem dein deine unser unsere ihre ihren was welche welcher welches bitte danke hallo "
         "erkläre erklär erklären sag mal eigentlich denn doch schritte art weise vorgehen methode "
@@ -862,22 +949,29 @@ _LEXICONS: dict[str, _Lexicon] = {
         "wer:who wen:who wem:who wann:when wo:where wohin:where warum:why wieso:why weshalb:why "
         "wieviel:quantity wieviele:quantity",
         "zwei:2 drei:3 vier:4 fünf:5 sechs:6 sieben:7 acht:8 neun:9 zehn:10 elf:11 zwölf:12 "
-        "fünfzehn:15 zwanzig:20 dreißig:30 hundert:100 tausend:1000 erste:1st ersten:1st erster:1st "
+        "fünfzehn:15 zwanzig:20 dreißig:30 hundert:100 tausend:1000 erste:1st ersten:1st "
+        "erster:1st "
         "erstes:1st zweite:2nd zweiten:2nd dritte:3rd dritten:3rd",
     ),
     "pt": _other_lexicon(
         "portuguese",
-        [("por que", "question", "why"), ("por quê", "question", "why"), ("quer dizer", "filler", ""),
-         ("quanto tempo", "question", "duration")],
+        [
+            ("por que", "question", "why"),
+            ("por quê", "question", "why"),
+            ("quer dizer", "filler", ""),
+            ("quanto tempo", "question", "duration"),
+        ],
         "o a os as um uma uns umas do da dos das de em no na nos nas com por pelo pela para sobre "
-        "como e mas se que quê qual quais é são está estão ser estar sou foi era há tem tenho posso "
+        "como e mas se que quê qual quais é são está estão ser estar sou foi era há tem tenho "
+        "posso "
         "pode podem devo deve eu você vocês ele ela eles elas me te lhe nos meu minha meus minhas "
         "seu sua seus suas este esta isto esse essa isso favor obrigado obrigada olá oi explique "
         "explica faço faz fazer forma maneira passos procedimento método significa significado",
         "não nunca sem nem nada ninguém nenhum nenhuma jamais exceto",
         "ao:to aos:to à:to até:until desde:from contra:against antes:before depois:after",
         "ou vs entre",
-        "quem:who quando:when onde:where porque:why quanto:quantity quanta:quantity quantos:quantity "
+        "quem:who quando:when onde:where porque:why quanto:quantity quanta:quantity "
+        "quantos:quantity "
         "quantas:quantity",
         "dois:2 duas:2 três:3 quatro:4 cinco:5 seis:6 sete:7 oito:8 nove:9 dez:10 onze:11 doze:12 "
         "quinze:15 vinte:20 trinta:30 cem:100 mil:1000 primeiro:1st primeira:1st segundo:2nd "
@@ -888,7 +982,8 @@ _LEXICONS: dict[str, _Lexicon] = {
         [("vuol dire", "filler", ""), ("quanto tempo", "question", "duration")],
         "il lo la i gli le un uno una l di del della dei delle dello degli in nel nella con per su "
         "sul sulla come e ma se che cosa quale quali è sono sei essere era c ci ho ha hanno posso "
-        "può possono devo deve io tu lui lei noi voi loro mi ti si mio mia miei mie tuo tua suo sua "
+        "può possono devo deve io tu lui lei noi voi loro mi ti si mio mia miei mie tuo tua suo "
+        "sua "
         "questo questa quello quella favore grazie ciao spiega spiegami dimmi modo maniera passi "
         "fare fa procedimento metodo passaggi significa significato qual",
         "non mai senza né niente nulla nessuno nessuna tranne",
@@ -905,7 +1000,8 @@ _LEXICONS: dict[str, _Lexicon] = {
         "dutch",
         [],
         "de het een van in op met voor bij aan als en maar of dat is zijn was ben heb heeft hebben "
-        "kan kun kunnen moet moeten ik jij je u hij zij ze wij we mij me mijn jouw uw zijn haar ons "
+        "kan kun kunnen moet moeten ik jij je u hij zij ze wij we mij me mijn jouw uw zijn haar "
+        "ons "
         "onze wat welke hoe alstublieft alsjeblieft bedankt dank hallo hoi leg uit",
         "niet geen nooit zonder niets niemand behalve",
         "naar:to tot:until vanaf:from uit:from tegen:against voor:before na:after dan:than",
@@ -956,7 +1052,8 @@ _NATURAL_LANGUAGES = _words(
 )
 _PROGRAMMING_WORDS = _words(
     "python javascript js typescript ts java kotlin swift go golang rust c cplusplus csharp fsharp "
-    "ruby php perl scala haskell elixir erlang clojure lua r julia dart bash zsh fish powershell sh "
+    "ruby php perl scala haskell elixir erlang clojure lua r julia dart bash zsh fish powershell "
+    "sh "
     "sql postgresql postgres mysql sqlite mariadb oracle mongodb redis react vue angular svelte "
     "nextjs nodejs node deno django flask fastapi rails laravel spring express pandas polars numpy "
     "pytorch tensorflow jquery requests aiohttp httpx argparse click typer pytest unittest junit "
@@ -965,15 +1062,18 @@ _PROGRAMMING_WORDS = _words(
 _ALL_LANGUAGE_WORDS = _NATURAL_LANGUAGES | _PROGRAMMING_WORDS
 _UNIT_WORDS = _words(
     "second seconds minute minutes hour hours day days week weeks month months year years decade "
-    "kg g mg lb lbs oz gram grams kilogram kilograms pound pounds ounce ounces km m cm mm mile miles "
+    "kg g mg lb lbs oz gram grams kilogram kilograms pound pounds ounce ounces km m cm mm mile "
+    "miles "
     "meter meters metre metres foot feet inch inches litre liter litres liters ml gallon gallons "
     "celsius fahrenheit c f % $ € £ ¥ ₹ euro euros dollar dollars usd eur gbp"
 )
 _NEGATIVE_VERBS = _words("avoid avoiding evitar éviter vermeiden evitare 避")
 _DIRECTION_WORDS = _words(
     "ascending descending upload download import export increase decrease raise raising lower "
-    "lowering cut cutting higher lower buy sell encrypt decrypt compress decompress encode decode "
-    "serialize deserialize landlord tenant employer employee buyer seller forward back local remote "
+    "lowering cut cutting high low higher lower buy sell encrypt decrypt compress decompress "
+    "encode decode "
+    "serialize deserialize landlord tenant employer employee buyer seller forward back local "
+    "remote "
     "reverse push pull send receive lend borrow inbound outbound upstream downstream input output "
     "min max minimum maximum north south east west left right before after"
 )

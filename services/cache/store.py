@@ -5,8 +5,8 @@ a URL is given and otherwise in an LRU inside this process (right for one replic
 ``SemanticStore`` keeps prompts, their embeddings and responses in PostgreSQL with
 pgvector, and finds the nearest cached prompts within one tenant, model and context.
 
-Errors: both raise ``CacheUnavailableError`` when their backend cannot be reached, so the
-caller can serve the request without the cache and log a warning.
+Errors: both raise ``CacheUnavailableError`` (an ``UnavailableError``) when their backend
+cannot be reached, so the caller can serve the request without the cache and log a warning.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
+from libs.errors import UnavailableError
 from services.cache.keys import tenant_of_key
 
 logger = logging.getLogger(__name__)
@@ -39,12 +40,15 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_ID = 0x61696777_63616368  # "aigw" "cach" in ASCII
 
 
-class CacheError(Exception):
-    """Base of the errors the cache stores raise."""
+class CacheUnavailableError(UnavailableError):
+    """Redis or PostgreSQL could not be reached or failed; serve without the cache.
 
+    The message is shown to clients, so it names only the operation; the driver's error
+    is the exception's ``__cause__``.
+    """
 
-class CacheUnavailableError(CacheError):
-    """Redis or PostgreSQL could not be reached or failed; serve without the cache."""
+    def __init__(self, message: str, *, backend: str) -> None:
+        super().__init__(message, reason="CACHE_UNAVAILABLE", metadata={"backend": backend})
 
 
 # --- exact cache --------------------------------------------------------------------------
@@ -92,7 +96,9 @@ class ExactCache:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise CacheUnavailableError(f"Redis for the exact cache did not answer PING: {exc}") from exc
+            raise CacheUnavailableError(
+                "Redis for the exact cache did not answer PING", backend="redis"
+            ) from exc
         return cls(_RedisBackend(client, ttl_s=ttl_s, prefix=prefix))
 
     @property
@@ -206,7 +212,9 @@ class _RedisBackend:
         try:
             value = await self._client.get(self._entry_key(key))
         except (RedisError, OSError) as exc:
-            raise CacheUnavailableError(f"Redis GET for the exact cache failed: {exc}") from exc
+            raise CacheUnavailableError(
+                "Redis GET for the exact cache failed", backend="redis"
+            ) from exc
         return bytes(value) if value is not None else None
 
     async def set(self, key: str, tenant: str, value: bytes) -> None:
@@ -221,7 +229,9 @@ class _RedisBackend:
                 pipe.expire(index, self._ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise CacheUnavailableError(f"Redis SET for the exact cache failed: {exc}") from exc
+            raise CacheUnavailableError(
+                "Redis SET for the exact cache failed", backend="redis"
+            ) from exc
 
     async def delete_tenant(self, tenant: str) -> int:
         index = self._index_key(tenant)
@@ -239,7 +249,9 @@ class _RedisBackend:
                 deleted += int(removed)
             await self._client.unlink(index)
         except (RedisError, OSError) as exc:
-            raise CacheUnavailableError(f"Redis delete of tenant {tenant!r} failed: {exc}") from exc
+            raise CacheUnavailableError(
+                "Redis delete of a tenant's exact cache entries failed", backend="redis"
+            ) from exc
         return deleted
 
     async def close(self) -> None:
@@ -251,7 +263,7 @@ class _RedisBackend:
 
 @dataclass(frozen=True)
 class SemanticHit:
-    """A cached entry near the new prompt's embedding; ``semantic.decide`` says if it may be served."""
+    """A cached entry near the new prompt; ``semantic.decide`` says whether it may be served."""
 
     response: bytes
     """The cached response bytes."""
@@ -309,7 +321,9 @@ class SemanticStore:
         try:
             await _migrate(database_url, timeout_s)
         except (psycopg.Error, OSError) as exc:
-            raise CacheUnavailableError(f"semantic cache database migration failed: {exc}") from exc
+            raise CacheUnavailableError(
+                "semantic cache database migration failed", backend="postgres"
+            ) from exc
 
         pool = AsyncConnectionPool(
             database_url,
@@ -323,13 +337,15 @@ class SemanticStore:
             await pool.open(wait=True, timeout=timeout_s)
         except (PoolTimeout, psycopg.Error, OSError) as exc:
             await pool.close()
-            raise CacheUnavailableError(f"semantic cache database is unreachable: {exc}") from exc
+            raise CacheUnavailableError(
+                "semantic cache database is unreachable", backend="postgres"
+            ) from exc
         return cls(pool, ttl_s=ttl_s)
 
     async def search(
         self, tenant: str, model: str, context_hash: str, embedding: np.ndarray, limit: int = 5
     ) -> list[SemanticHit]:
-        """Return up to ``limit`` unexpired entries of this tenant, model and context, nearest first."""
+        """Return up to ``limit`` live entries of this tenant, model and context, nearest first."""
         vector = _checked_embedding(embedding)
         limit = max(1, min(int(limit), 100))
         # relaxed_order may return rows slightly out of distance order; the outer query sorts them.
@@ -344,19 +360,36 @@ class SemanticStore:
             )
             SELECT id, prompt, response, distance FROM nearest ORDER BY distance, id
         """
-        params = {"vector": vector, "tenant": tenant, "model": model, "context": context_hash, "limit": limit}
+        params = {
+            "vector": vector,
+            "tenant": tenant,
+            "model": model,
+            "context": context_hash,
+            "limit": limit,
+        }
         try:
             async with self._pool.connection() as conn:
                 rows = await (await conn.execute(query, params)).fetchall()
         except (PoolTimeout, psycopg.Error, OSError) as exc:
-            raise CacheUnavailableError(f"semantic cache search failed: {exc}") from exc
+            raise CacheUnavailableError("semantic cache search failed", backend="postgres") from exc
         return [
-            SemanticHit(response=bytes(response), similarity=1.0 - float(distance), cached_prompt=prompt, entry_id=int(id_))
+            SemanticHit(
+                response=bytes(response),
+                similarity=1.0 - float(distance),
+                cached_prompt=prompt,
+                entry_id=int(id_),
+            )
             for id_, prompt, response, distance in rows
         ]
 
     async def add(
-        self, tenant: str, model: str, context_hash: str, prompt: str, embedding: np.ndarray, response: bytes
+        self,
+        tenant: str,
+        model: str,
+        context_hash: str,
+        prompt: str,
+        embedding: np.ndarray,
+        response: bytes,
     ) -> int:
         """Store ``response`` for ``prompt`` with the store's TTL and return the new entry's id."""
         vector = _checked_embedding(embedding)
@@ -371,7 +404,7 @@ class SemanticStore:
             async with self._pool.connection() as conn:
                 row = await (await conn.execute(query, params)).fetchone()
         except (PoolTimeout, psycopg.Error, OSError) as exc:
-            raise CacheUnavailableError(f"semantic cache insert failed: {exc}") from exc
+            raise CacheUnavailableError("semantic cache insert failed", backend="postgres") from exc
         assert row is not None  # INSERT ... RETURNING returns one row
         return int(row[0])
 
@@ -401,14 +434,16 @@ class SemanticStore:
             async with self._pool.connection() as conn:
                 cursor = await conn.execute(query, params)
         except (PoolTimeout, psycopg.Error, OSError) as exc:
-            raise CacheUnavailableError(f"semantic cache delete failed: {exc}") from exc
+            raise CacheUnavailableError("semantic cache delete failed", backend="postgres") from exc
         return max(cursor.rowcount, 0)
 
 
 def _checked_embedding(embedding: np.ndarray) -> np.ndarray:
     vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if vector.shape != (EMBEDDING_DIMENSION,):
-        raise ValueError(f"embedding must have {EMBEDDING_DIMENSION} values, got shape {np.shape(embedding)}")
+        raise ValueError(
+            f"embedding must have {EMBEDDING_DIMENSION} values, got shape {np.shape(embedding)}"
+        )
     if not np.all(np.isfinite(vector)):
         raise ValueError("embedding contains NaN or infinite values")
     return vector
@@ -417,17 +452,26 @@ def _checked_embedding(embedding: np.ndarray) -> np.ndarray:
 async def _migrate(database_url: str, timeout_s: float) -> None:
     """Apply the SQL files in MIGRATIONS_DIR that the database has not seen, in name order."""
     files = sorted(MIGRATIONS_DIR.glob("*.sql"))
-    async with await asyncio.wait_for(psycopg.AsyncConnection.connect(database_url), timeout_s) as conn:
+    async with await asyncio.wait_for(
+        psycopg.AsyncConnection.connect(database_url), timeout_s
+    ) as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS cache_schema_migrations ("
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            applied = {row[0] for row in await (await conn.execute("SELECT version FROM cache_schema_migrations")).fetchall()}
+            applied = {
+                row[0]
+                for row in await (
+                    await conn.execute("SELECT version FROM cache_schema_migrations")
+                ).fetchall()
+            }
             for path in files:
                 if path.stem in applied:
                     continue
                 await conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
-                await conn.execute("INSERT INTO cache_schema_migrations (version) VALUES (%s)", (path.stem,))
+                await conn.execute(
+                    "INSERT INTO cache_schema_migrations (version) VALUES (%s)", (path.stem,)
+                )
                 logger.info("applied cache migration", extra={"migration": path.stem})

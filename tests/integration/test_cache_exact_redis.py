@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from redis.asyncio import Redis
 
@@ -84,5 +85,9 @@ async def test_redis_index_drops_expired_keys(cache_redis_prefix: str) -> None:
 
 async def test_redis_unreachable_raises() -> None:
     # Port 1 on the loopback interface has no listener, so the connection is refused.
-    with pytest.raises(CacheUnavailableError, match="PING"):
+    with pytest.raises(CacheUnavailableError, match="PING") as caught:
         await ExactCache.open("redis://127.0.0.1:1/0", ttl_s=60, timeout_s=0.5)
+
+    assert caught.value.reason == "CACHE_UNAVAILABLE"
+    assert caught.value.metadata == {"backend": "redis"}
+    assert caught.value.grpc_code == grpc.StatusCode.UNAVAILABLE

@@ -33,7 +33,9 @@ async def test_add_then_search_returns_nearest_first(pg_database: str) -> None:
     store = await SemanticStore.open(pg_database, ttl_s=600)
     try:
         query = random_unit(rng)
-        close_id = await store.add("acme", "m", "ctx", "close prompt", near(query, rng, 0.05), b"close")
+        close_id = await store.add(
+            "acme", "m", "ctx", "close prompt", near(query, rng, 0.05), b"close"
+        )
         far_id = await store.add("acme", "m", "ctx", "far prompt", near(query, rng, 0.5), b"far")
         await store.add("acme", "m", "ctx", "unrelated", random_unit(rng), b"unrelated")
 
@@ -68,7 +70,7 @@ async def test_search_is_limited_to_scope(pg_database: str) -> None:
 
 
 async def test_filtered_hnsw_search_finds_small_scope(pg_database: str) -> None:
-    """A scope with one row is found even when 3,000 nearer rows of another tenant fill the index."""
+    """One row of a scope is found even when 3,000 nearer rows of another tenant fill the index."""
     rng = np.random.default_rng(3)
     store = await SemanticStore.open(pg_database, ttl_s=600)
     try:
@@ -77,12 +79,15 @@ async def test_filtered_hnsw_search_finds_small_scope(pg_database: str) -> None:
         async with await psycopg.AsyncConnection.connect(pg_database) as conn:
             async with conn.cursor() as cursor:
                 async with cursor.copy(
-                    "COPY semantic_cache_entries (tenant, model, context_hash, prompt, embedding, response, expires_at)"
+                    "COPY semantic_cache_entries"
+                    " (tenant, model, context_hash, prompt, embedding, response, expires_at)"
                     " FROM STDIN"
                 ) as copy:
                     for vector in crowd:
                         text = "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
-                        await copy.write_row(("globex", "m", "ctx", "crowd", text, b"x", "infinity"))
+                        await copy.write_row(
+                            ("globex", "m", "ctx", "crowd", text, b"x", "infinity")
+                        )
             await conn.execute("ANALYZE semantic_cache_entries")
             await conn.commit()
         own_id = await store.add("acme", "m", "ctx", "own", near(query, rng, 1.5), b"acme")
@@ -161,10 +166,13 @@ async def test_migrations_are_idempotent(pg_database: str) -> None:
         await store.close()
 
     async with await psycopg.AsyncConnection.connect(pg_database) as conn:
-        versions = await (await conn.execute("SELECT version FROM cache_schema_migrations")).fetchall()
+        versions = await (
+            await conn.execute("SELECT version FROM cache_schema_migrations")
+        ).fetchall()
         indexes = await (
             await conn.execute(
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'semantic_cache_entries' AND indexdef LIKE '%hnsw%'"
+                "SELECT indexdef FROM pg_indexes"
+                " WHERE tablename = 'semantic_cache_entries' AND indexdef LIKE '%hnsw%'"
             )
         ).fetchall()
     assert versions == [("0001_semantic_cache",)]
@@ -185,8 +193,11 @@ async def test_rejects_wrong_dimension(pg_database: str) -> None:
 
 async def test_unreachable_database_raises() -> None:
     # Port 1 on the loopback interface has no listener, so the connection is refused.
-    with pytest.raises(CacheUnavailableError, match="migration failed"):
+    with pytest.raises(CacheUnavailableError, match="migration failed") as caught:
         await SemanticStore.open("postgresql://postgres@127.0.0.1:1/none", ttl_s=60, timeout_s=1.0)
+
+    assert caught.value.reason == "CACHE_UNAVAILABLE"
+    assert caught.value.metadata == {"backend": "postgres"}
 
 
 async def test_real_prompts_end_to_end(pg_database: str, embedder: Embedder) -> None:

@@ -57,12 +57,18 @@ def test_reference_vector_prefix(embedder: Embedder) -> None:
     (vector,) = embedder.embed(["How do I reset my password?"])
 
     # The first values sentence-transformers 6.3.0 returns for this text.
-    expected = np.array([0.00690306, -0.06302342, -0.07204398, -0.03249612, -0.04270934], dtype=np.float32)
+    expected = np.array(
+        [0.00690306, -0.06302342, -0.07204398, -0.03249612, -0.04270934], dtype=np.float32
+    )
     np.testing.assert_allclose(vector[:5], expected, atol=1e-6)
 
 
 def test_batching_does_not_change_vectors(embedder: Embedder) -> None:
-    texts = ["short", "a much longer sentence that needs several more word pieces to encode", "mid length text"]
+    texts = [
+        "short",
+        "a much longer sentence that needs several more word pieces to encode",
+        "mid length text",
+    ]
 
     together = embedder.embed(texts)
     alone = np.vstack([embedder.embed([text]) for text in texts])
@@ -92,7 +98,10 @@ def test_default_model_dir_has_weights() -> None:
 
 
 def test_throughput_batch_1_and_32(embedder: Embedder) -> None:
-    texts = [f"How do I configure alert number {i} for the billing dashboard of my team?" for i in range(64)]
+    texts = [
+        f"How do I configure alert number {i} for the billing dashboard of my team?"
+        for i in range(64)
+    ]
     embedder.embed(texts[:8])
 
     started = time.perf_counter()

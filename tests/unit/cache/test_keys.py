@@ -195,7 +195,10 @@ def test_semantic_scope_joins_text_parts() -> None:
     request = chat()
     request["messages"][-1] = {
         "role": "user",
-        "content": [{"type": "text", "text": "First line."}, {"type": "text", "text": "Second line."}],
+        "content": [
+            {"type": "text", "text": "First line."},
+            {"type": "text", "text": "Second line."},
+        ],
     }
 
     scope = semantic_scope(request)
@@ -233,14 +236,22 @@ def test_semantic_scope_rejects_image_in_last_message() -> None:
 def test_semantic_scope_rejects_pending_tool_result() -> None:
     request = chat()
     request["messages"] += [
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
     ]
 
     assert semantic_scope(request) is None
 
 
-@pytest.mark.parametrize("messages", [[], None, [{"role": "user", "content": "   "}], [{"role": "assistant", "content": "hi"}]])
+@pytest.mark.parametrize(
+    "messages",
+    [[], None, [{"role": "user", "content": "   "}], [{"role": "assistant", "content": "hi"}]],
+)
 def test_semantic_scope_rejects_missing_prompt(messages: Any) -> None:
     assert semantic_scope(chat(messages=messages)) is None
 
