@@ -1,10 +1,10 @@
 """Measure the semantic-cache guard on labelled prompt pairs.
 
 Each input line is a JSON object ``{"id", "a", "b", "same_answer", "kind"}``: ``a`` is the
-cached prompt, ``b`` the new one, and ``same_answer`` says whether the answer to ``a``
-correctly answers ``b``. The script embeds both prompts with the cache's embedder, runs
-``decide`` on every pair and prints precision, recall, the false hits per kind and a sweep
-of similarity thresholds.
+cached prompt, ``b`` the new one, and ``same_answer`` is true when a correct response to
+``a`` also correctly responds to ``b``. The script embeds both prompts with the cache's
+embedder, runs ``decide`` on every pair and prints precision, recall, the false hits per
+kind and a sweep of similarity thresholds.
 
     python -m tools.calibrate_cache PAIRS.jsonl [--threshold 0.8] [--show-misses]
 """

@@ -1,8 +1,8 @@
 """Cache keys for OpenAI Chat Completions requests.
 
-The exact key covers every request field that can change the answer, including fields
-this gateway does not know yet, and leaves out the fields that only change how the answer
-is delivered or recorded (``stream``, ``user``, ``metadata``, ...). The semantic scope
+The exact key covers every request field that can change the model's response, including
+fields this gateway does not know yet, and leaves out the fields that only change how the
+response is delivered or recorded (``stream``, ``user``, ``metadata``, ...). The semantic scope
 splits a request into the last user message's text, which is matched by meaning, and a
 hash of everything else, which must match exactly.
 """
@@ -34,7 +34,7 @@ TRANSPORT_FIELDS = frozenset(
         "timeout",
     }
 )
-"""Request fields that change delivery, billing or bookkeeping but not the answer."""
+"""Request fields that change delivery, billing or bookkeeping but not the response."""
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text"})
 
@@ -61,7 +61,7 @@ def exact_key(tenant: str, request: Mapping[str, Any]) -> str:
     tenant for invalidation, and ``tenant_of_key`` reads it back. The hash covers the tenant
     and a canonical JSON of every field except ``TRANSPORT_FIELDS``. Canonical means sorted
     keys, null fields dropped, integral floats written as integers, and a content list that
-    holds one text part written as a plain string.
+    contains one text part written as a plain string.
     """
     if not tenant:
         raise ValueError("tenant must not be empty")
@@ -124,7 +124,7 @@ def semantic_scope(request: Mapping[str, Any]) -> SemanticScope | None:
         if name not in TRANSPORT_FIELDS and name != "messages" and value is not None
     }
     context["messages"] = [_canonical_message(m) for m in messages[:-1]]
-    # The last message's other fields (a participant name, say) still change the answer.
+    # The last message's other fields, such as a participant name, still change the response.
     context["last_message"] = {
         name: value for name, value in last.items() if name != "content" and value is not None
     }
@@ -132,7 +132,7 @@ def semantic_scope(request: Mapping[str, Any]) -> SemanticScope | None:
 
 
 def _text_of(content: Any) -> str | None:
-    """Return the text of a message content, or None when it holds anything but text."""
+    """Return the text of a message content, or None when it contains anything but text."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list) or not content:

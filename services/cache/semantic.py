@@ -4,7 +4,7 @@ Cosine similarity of sentence embeddings cannot tell "How many legs does a spide
 from "How many legs does an ant have?": near misses that change one entity, number,
 negation or direction often score above 0.95, while true paraphrases spread from 0.5 to
 1.0. So a hit is served only when the similarity passes a threshold *and* a lexical
-comparison finds no difference that could change the answer: the same natural language,
+comparison finds no difference that could change the response: the same natural language,
 the same numbers and operators, the same negations, the same format and length
 constraints, the same quoted strings and code, and the same content words in the same
 roles. What the comparison may ignore is listed below: letter case, punctuation, word
@@ -63,7 +63,7 @@ DEFAULT_POLICY = SemanticPolicy()
 
 @dataclass(frozen=True)
 class MatchDecision:
-    """Whether a cached answer may serve a new prompt, and why."""
+    """Whether a cached response may serve a new prompt, and why."""
 
     accept: bool
     """True when the cached response may be returned for the new prompt."""
@@ -76,7 +76,7 @@ class MatchDecision:
 def decide(
     cached_prompt: str, new_prompt: str, similarity: float, policy: SemanticPolicy = DEFAULT_POLICY
 ) -> MatchDecision:
-    """Decide whether the answer cached for ``cached_prompt`` may serve ``new_prompt``.
+    """Decide whether the response cached for ``cached_prompt`` may serve ``new_prompt``.
 
     ``similarity`` is the cosine similarity of the two prompts' embeddings. The decision
     is directional in principle, but this guard is symmetric: it accepts only prompts
@@ -134,7 +134,7 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
     if cached.tenses and new.tenses and cached.tenses != new.tenses:
         return TENSE_MISMATCH
 
-    # Sets, not counts: "a Roth IRA and a traditional IRA" asks what "Roth vs traditional IRA" does.
+    # Sets, not counts, because "a Roth IRA and a traditional IRA" means "Roth vs traditional IRA".
     cached_words = Counter({t.text: 1 for t in cached.tokens if not t.is_number})
     new_words = Counter({t.text: 1 for t in new.tokens if not t.is_number})
     if cached_words != new_words:
@@ -571,7 +571,9 @@ class _Tokenizer:
         elif value in lexicon.symmetric:
             self.symmetric.add(self.clause)
             if value in {"and", "or"}:
-                self.clause_has_content = False  # "Who was X and why is she famous?" asks twice
+                self.clause_has_content = (
+                    False  # "Who was X and why is she famous?" contains two questions
+                )
         elif value in lexicon.relations:
             self.pending.append(lexicon.relations[value])
         elif value in lexicon.stopwords:
@@ -636,7 +638,7 @@ class _Tokenizer:
 
     def _flush_pending(self) -> None:
         # A particle with no word after it ("turn the heating off") is itself content;
-        # "to" or "from" with nothing after it ("explain it to me") says nothing.
+        # "to" or "from" with nothing after it ("explain it to me") carries no meaning.
         for relation in self.pending:
             if relation in _PARTICLES:
                 self.tokens.append(_Token("@" + relation, self.clause, ()))
@@ -793,7 +795,7 @@ _EN = _Lexicon(
         "over:over under:under above:over below:under against:against until:until till:until up:up "
         "down:down out:out off:off back:back forward:forward instead:instead"
     ),
-    # Comparisons are symmetric too: "X vs Y" asks what "how does Y differ from X" asks.
+    # Comparisons are symmetric too: "X vs Y" requests what "how does Y differ from X" requests.
     symmetric=_words(
         "or and vs versus between nor difference differences differ different compare compared "
         "comparison"

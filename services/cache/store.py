@@ -80,7 +80,7 @@ class ExactCache:
         ``ttl_s`` is the lifetime of an entry in seconds. ``max_entries`` bounds only the
         in-process LRU; Redis applies its own eviction policy. ``prefix`` starts every Redis
         key. ``timeout_s`` bounds each Redis call. ``clock`` (seconds) serves tests of the
-        in-process TTL. Raises CacheUnavailableError when Redis does not answer a PING.
+        in-process TTL. Raises CacheUnavailableError when Redis does not respond to PING.
         """
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
@@ -97,7 +97,7 @@ class ExactCache:
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise CacheUnavailableError(
-                "Redis for the exact cache did not answer PING", backend="redis"
+                "Redis for the exact cache did not respond to PING", backend="redis"
             ) from exc
         return cls(_RedisBackend(client, ttl_s=ttl_s, prefix=prefix))
 
@@ -263,7 +263,7 @@ class _RedisBackend:
 
 @dataclass(frozen=True)
 class SemanticHit:
-    """A cached entry near the new prompt; ``semantic.decide`` says whether it may be served."""
+    """A cached entry near the new prompt; ``semantic.decide`` decides whether to serve it."""
 
     response: bytes
     """The cached response bytes."""
@@ -280,8 +280,9 @@ class SemanticStore:
 
     Every search is filtered exactly by tenant, model and context hash in SQL, so an entry
     of another scope is never returned, however near its vector is. pgvector's HNSW index
-    applies the filter after the approximate scan; iterative index scans (pgvector 0.8)
-    keep scanning until enough rows pass it, so a small scope in a large table is still found.
+    applies the filter after the approximate scan. Iterative index scans (pgvector 0.8)
+    keep scanning until enough rows pass the filter, so a small scope in a large table is
+    still found.
     """
 
     def __init__(self, pool: AsyncConnectionPool, *, ttl_s: int) -> None:

@@ -201,7 +201,7 @@ async def test_unreachable_database_raises() -> None:
 
 
 async def test_real_prompts_end_to_end(pg_database: str, embedder: Embedder) -> None:
-    """Store one answer, then look up a paraphrase and a near miss through search and decide."""
+    """Store one response, then look up a paraphrase and a near miss through search and decide."""
     store = await SemanticStore.open(pg_database, ttl_s=600)
     try:
         cached_prompt = "How many legs does a spider have?"

@@ -151,7 +151,7 @@ def test_semantic_scope_ignores_prompt_text_in_context() -> None:
         {"unknown_field": 1},
     ],
 )
-def test_semantic_context_covers_answer_fields(change: dict[str, Any]) -> None:
+def test_semantic_context_covers_fields(change: dict[str, Any]) -> None:
     base = semantic_scope(chat())
     changed = semantic_scope(chat(**change))
 
@@ -216,7 +216,7 @@ def test_semantic_scope_joins_text_parts() -> None:
         {"prediction": {"type": "content", "content": "draft"}},
     ],
 )
-def test_semantic_scope_rejects_ineligible_fields(request_change: dict[str, Any]) -> None:
+def test_semantic_scope_rejects_fields(request_change: dict[str, Any]) -> None:
     assert semantic_scope(chat(**request_change)) is None
 
 
