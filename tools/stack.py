@@ -715,7 +715,7 @@ def _progress(message: str) -> None:
 
 
 class _Stopped(Exception):
-    """SIGTERM arrived."""
+    """SIGINT or SIGTERM arrived."""
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
@@ -737,6 +737,9 @@ def run(environ: Mapping[str, str] | None = None) -> int:
         print(f"stack: {error}", file=sys.stderr)
         return 2
 
+    # Set explicitly: a shell starts background jobs with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, _raise_stopped)
     signal.signal(signal.SIGTERM, _raise_stopped)
     code = 0
     try:
