@@ -22,10 +22,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import snowballstemmer  # type: ignore[import-untyped]
 
@@ -172,13 +174,14 @@ def _word_difference_reason(
         return NUMBER_MISMATCH
     if surface & _NEGATIVE_VERBS or any(_is_negated_form(a, b) for a in surface for b in surface):
         return NEGATION_MISMATCH
+    if not (only_cached and only_new):
+        return ADDED_CONTENT if only_new else MISSING_CONTENT
+    # A word replaced by another: label the kind of swap when the words show it.
     if surface & _DIRECTION_WORDS:
         return DIRECTION_MISMATCH
     if surface & _AUDIENCE_WORDS:
         return AUDIENCE_MISMATCH
-    if only_cached and only_new:
-        return ENTITY_MISMATCH
-    return ADDED_CONTENT if only_new else MISSING_CONTENT
+    return ENTITY_MISMATCH
 
 
 def _structure_reason(cached: _Analysis, new: _Analysis) -> str:
@@ -696,15 +699,26 @@ class _Lexicon:
     def markers(self) -> frozenset[str]:
         return self.stopwords | self.negations | frozenset(self.relations) | self.symmetric
 
-    @functools.cached_property
-    def _stemmer(self) -> object | None:
-        return snowballstemmer.stemmer(self.stemmer_name) if self.stemmer_name else None
-
     def normalise(self, word: str) -> str:
+        if self.stemmer_name is None:
+            return word
         if self.stemmer_name == "english":
             word = _american_spelling(word)
-        stemmer = self._stemmer
-        return stemmer.stemWord(word) if stemmer is not None else word  # type: ignore[attr-defined]
+        return _stem(self.stemmer_name, word)
+
+
+@functools.lru_cache(maxsize=65536)
+def _stem(stemmer_name: str, word: str) -> str:
+    # Snowball stemmer objects keep state between calls, so threads must not share one unlocked.
+    with _STEMMER_LOCK:
+        stemmer = _STEMMERS.get(stemmer_name)
+        if stemmer is None:
+            stemmer = _STEMMERS[stemmer_name] = snowballstemmer.stemmer(stemmer_name)
+        return str(stemmer.stemWord(word))
+
+
+_STEMMERS: dict[str, Any] = {}
+_STEMMER_LOCK = threading.Lock()
 
 
 def _american_spelling(word: str) -> str:
