@@ -104,7 +104,9 @@ def _mapper(
     }
 
 
-def local_reply_mappers(max_body_bytes: int) -> list[dict[str, Any]]:
+def local_reply_mappers(
+    max_body_bytes: int, stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S
+) -> list[dict[str, Any]]:
     """Return the ``local_reply_config`` mappers that give Envoy's own replies OpenAI's shape.
 
     The first matching mapper applies, and one without a body format changes nothing:
@@ -147,7 +149,8 @@ def local_reply_mappers(max_body_bytes: int) -> list[dict[str, Any]]:
         ),
         _mapper(
             [_status_filter(504)],
-            "The model router did not answer in time.",
+            "The model router sent no data for longer than the gateway's idle timeout"
+            f" of {stream_idle_timeout_s:g} s.",
             "server_error",
             "timeout",
         ),
@@ -208,7 +211,9 @@ def render_envoy_config(
         "stream_idle_timeout": _duration(stream_idle_timeout_s),
         "authz_timeout": _duration(authz_timeout_s),
         # JSON is valid YAML, so lists and the Lua source go in as JSON flow values.
-        "local_reply_mappers": json.dumps(local_reply_mappers(max_body_bytes)),
+        "local_reply_mappers": json.dumps(
+            local_reply_mappers(max_body_bytes, stream_idle_timeout_s)
+        ),
         "lua_source": json.dumps(LUA_SOURCE.read_text()),
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)

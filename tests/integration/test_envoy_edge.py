@@ -47,6 +47,7 @@ AUTHZ_TIMEOUT_S = 0.5
 MAX_BODY_BYTES = 4 * MIB
 STREAM_WORDS = ("one", "two", "three")
 STREAM_GAP_S = 0.3
+SILENT_S = 2.0
 DENIAL_BODY = {
     "error": {
         "message": "Incorrect API key provided.",
@@ -106,6 +107,9 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
             # A google.rpc.Status with ErrorInfo, whose type the edge's descriptor set lacks.
             await context.abort_with_status(_rich_status(with_body=model == "fail-rich-with-body"))
 
+        if model == "silent":
+            # Sends nothing for longer than a short stream idle timeout.
+            await asyncio.sleep(SILENT_S)
         await context.send_initial_metadata(ANSWER_HEADERS)
         if body.get("stream"):
             for word in STREAM_WORDS:
@@ -353,7 +357,12 @@ def fakes() -> Iterator[FakeServers]:
 
 
 def _start_envoy(
-    binary: str, directory: Path, descriptor: Path, router_port: int, authz_port: int
+    binary: str,
+    directory: Path,
+    descriptor: Path,
+    router_port: int,
+    authz_port: int,
+    stream_idle_timeout_s: float = 600,
 ) -> EnvoyProcess:
     port, admin_port = free_port(), free_port()
     config_path = directory / f"envoy-{port}.yaml"
@@ -366,6 +375,7 @@ def _start_envoy(
             admin_address=f"127.0.0.1:{admin_port}",
             max_body_bytes=MAX_BODY_BYTES,
             authz_timeout_s=AUTHZ_TIMEOUT_S,
+            stream_idle_timeout_s=stream_idle_timeout_s,
         )
     )
     envoy = EnvoyProcess(config_path, port, admin_port, directory / f"envoy-{port}.log")
@@ -777,3 +787,37 @@ def test_router_health_service_is_not_exposed(edge: EnvoyProcess) -> None:
             )
 
     assert missing.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_idle_stream_times_out_in_openai_shape(
+    envoy_binary: str, descriptor: Path, fakes: FakeServers, tmp_path: Path
+) -> None:
+    envoy = _start_envoy(
+        envoy_binary,
+        tmp_path,
+        descriptor,
+        fakes.router_port,
+        fakes.authz_port,
+        stream_idle_timeout_s=SILENT_S / 4,
+    )
+    try:
+        response = httpx.post(
+            f"{envoy.base_url}/v1/chat/completions",
+            json=_chat("silent"),
+            headers={"Authorization": f"Bearer {GOOD_KEY}"},
+            timeout=10,
+        )
+    finally:
+        envoy.stop()
+
+    assert response.status_code == 504
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": {
+            "message": "The model router sent no data for longer than the gateway's idle timeout"
+            f" of {SILENT_S / 4:g} s.",
+            "type": "server_error",
+            "param": None,
+            "code": "timeout",
+        }
+    }
