@@ -57,7 +57,7 @@ class SemanticPolicy:
     max_compared_words: int = 400
     """Prompts with more words than this are served only when their word sequences are equal."""
     typo_tolerance: bool = True
-    """Read an English non-word as the dictionary word one edit away ("recieve" as "receive")."""
+    """Read an English non-word as the dictionary word it misspells ("recieve" as "receive")."""
 
 
 DEFAULT_POLICY = SemanticPolicy()
@@ -259,8 +259,9 @@ def _typo_corrections(
 ) -> dict[str, str]:
     """Map words of the new prompt to cached words one edit away, when one of them is a typo.
 
-    A typo is a word of 5 or more letters that is not in the dictionary while the other is:
-    "recieve" is read as "receive", but "desert" and "dessert" both are words and stay different.
+    A typo is a word of 5 or more letters that is not in the dictionary while the other is,
+    and that ``_is_typo_of`` the other: "recieve" is read as "receive", but "desert" and
+    "dessert" both are words and stay different.
     """
     vocabulary = _english_vocabulary()
     corrections: dict[str, str] = {}
@@ -275,21 +276,24 @@ def _typo_corrections(
                 continue
             if (cached_surface in vocabulary) == (new_surface in vocabulary):
                 continue
-            if _one_edit_apart(cached_surface, new_surface):
+            if _is_typo_of(cached_surface, new_surface):
                 corrections[new_word] = cached_word
                 unmatched_cached.discard(cached_word)
                 break
     return corrections
 
 
-def _one_edit_apart(a: str, b: str) -> bool:
-    """Return True when one substitution, insertion, deletion or adjacent swap turns a into b."""
-    if a == b or abs(len(a) - len(b)) > 1:
+def _is_typo_of(a: str, b: str) -> bool:
+    """Return True when swapping two adjacent letters or doubling one turns one word into the other.
+
+    Substituted letters do not count, because "sulfate" and "sulfite" or "nitrate" and
+    "nitrite" differ by one letter, and a changed first letter makes a different word
+    ("methanol", "ethanol").
+    """
+    if a == b or abs(len(a) - len(b)) > 1 or a[0] != b[0]:
         return False
     if len(a) == len(b):
         diffs = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diffs) == 1:
-            return True
         return (
             len(diffs) == 2
             and diffs[1] == diffs[0] + 1
@@ -297,8 +301,9 @@ def _one_edit_apart(a: str, b: str) -> bool:
             and a[diffs[1]] == b[diffs[0]]
         )
     shorter, longer = (a, b) if len(a) < len(b) else (b, a)
-    for i in range(len(longer)):
-        if longer[:i] + longer[i + 1 :] == shorter:
+    for i in range(1, len(longer)):
+        doubled = longer[i] == longer[i - 1]
+        if doubled and longer[:i] + longer[i + 1 :] == shorter:
             return True
     return False
 
@@ -702,9 +707,14 @@ class _Lexicon:
     def normalise(self, word: str) -> str:
         if self.stemmer_name is None:
             return word
-        if self.stemmer_name == "english":
-            word = _american_spelling(word)
-        return _stem(self.stemmer_name, word)
+        if self.stemmer_name != "english":
+            return _stem(self.stemmer_name, word)
+        word = _american_spelling(word)
+        stem = _stem(self.stemmer_name, word)
+        # Stemming would merge "I loved you" with "I love you"; keep the past form apart.
+        if word.endswith("ed") and stem != word and not stem.endswith("ed"):
+            return stem + "~ed"
+        return stem
 
 
 @functools.lru_cache(maxsize=65536)

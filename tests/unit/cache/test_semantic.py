@@ -115,6 +115,41 @@ NEAR_MISSES = [
     ("Translate 'good morning' to Italian", "Translate 'good night' to Italian", "entity_mismatch"),
     ("Explain `git rebase -i`", "Explain `git rebase --onto`", "entity_mismatch"),
     ("yes", "no", "negation_mismatch"),
+    ("Translate to German: I love you", "Translate to German: I loved you", "entity_mismatch"),
+    (
+        "¿Puedo comer queso en el embarazo?",
+        "¿No puedo comer queso en el embarazo?",
+        "negation_mismatch",
+    ),
+    ("¿Cómo convertir euros a dólares?", "¿Cómo convertir dólares a euros?", "direction_mismatch"),
+    ("Ist Kaffee gesünder als Tee?", "Ist Tee gesünder als Kaffee?", "direction_mismatch"),
+    (
+        "Wie viel kostet ein Ticket nach Bonn?",
+        "Wie viel kostet ein Ticket von Bonn?",
+        "direction_mismatch",
+    ),
+    (
+        "Comment aller de Nantes à Lille ?",
+        "Comment aller de Lille à Nantes ?",
+        "direction_mismatch",
+    ),
+    ("Résume ce texte en anglais.", "Résume ce texte en espagnol.", "language_mismatch"),
+    ("Сколько стоит iPhone 15?", "Сколько стоит iPhone 14?", "number_mismatch"),
+    ("猫は何を食べてもいいですか？", "猫は何を食べてはいけないですか？", "negation_mismatch"),
+    ("猫可以吃巧克力吗？", "猫不可以吃巧克力吗？", "negation_mismatch"),
+    (
+        "Como converter reais para dólares?",
+        "Como converter dólares para reais?",
+        "direction_mismatch",
+    ),
+    ("Qual è la capitale della Svizzera?", "Qual è la capitale della Svezia?", "entity_mismatch"),
+    ("¿Qué es la inflación?", "¿Por qué hay inflación?", "question_mismatch"),
+    ("Is -40 °C the same as -40 °F?", "Is 40 °C the same as 40 °F?", "number_mismatch"),
+    (
+        "Can I bring a 100ml bottle on a plane?",
+        "Can I bring a 100l bottle on a plane?",
+        "number_mismatch",
+    ),
 ]
 
 PARAPHRASES = [
@@ -245,3 +280,26 @@ def test_spider_and_ant_with_real_embeddings(embedder: Embedder) -> None:
     assert not near_miss.accept
     assert hit.accept
     assert hit.similarity > 0.95
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("Is sodium sulfate safe to eat?", "Is sodium sulfite safe to eat?"),
+        ("Is drinking ethanol dangerous?", "Is drinking methanol dangerous?"),
+        ("Are nitrates in bacon harmful?", "Are nitrites in bacon harmful?"),
+    ],
+)
+def test_one_letter_chemicals_not_typos(cached: str, new: str) -> None:
+    decision = decide(cached, new, HIGH)
+
+    assert not decision.accept
+    assert decision.reason == "entity_mismatch"
+
+
+def test_doubled_letter_typo_accepted() -> None:
+    decision = decide(
+        "Where can I book accommodation in Kyoto?", "Where can I book accomodation in Kyoto?", HIGH
+    )
+
+    assert decision.accept
