@@ -1,0 +1,699 @@
+"""PII detection and reversible redaction of prompt text.
+
+Each entity type has its own detector: a precompiled regular expression finds candidates
+and a validator keeps only those that pass the format's checksum or structure rules.
+Card numbers must pass Luhn, IBANs the country length and mod-97 (``python-stdnum``), US
+SSNs the area, group and serial rules, phone numbers ``phonenumbers`` validation, and IP
+addresses the ``ipaddress`` parser. Secret keys are found by provider prefix, or by a
+variable name such as ``API_KEY`` or ``token`` next to a high-entropy value.
+
+Where detectors overlap, the more specific one wins, in this order: API_KEY, EMAIL,
+IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, PHONE. A key embedded in a URL's user part
+therefore stays a key and is not also read as an e-mail address.
+
+Names, postal addresses and dates of birth are not detected: without a language model
+they cannot be found with the precision the other types have.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+from stdnum.us import ssn as stdnum_ssn
+
+logger = logging.getLogger(__name__)
+
+EMAIL = "EMAIL"
+PHONE = "PHONE"
+CREDIT_CARD = "CREDIT_CARD"
+IBAN = "IBAN"
+US_SSN = "US_SSN"
+IP_ADDRESS = "IP_ADDRESS"
+API_KEY = "API_KEY"
+
+SUPPORTED_TYPES: frozenset[str] = frozenset(
+    {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY}
+)
+
+# Lower number wins when two detectors claim overlapping text.
+_PRIORITY = {API_KEY: 0, EMAIL: 1, IBAN: 2, CREDIT_CARD: 3, US_SSN: 4, IP_ADDRESS: 5, PHONE: 6}
+
+PLACEHOLDER_PATTERN = re.compile(r"\[([A-Z][A-Z_]*)_(\d+)\]")
+"""A redaction placeholder such as ``[EMAIL_1]``. Group 1 is the type and group 2 the number."""
+
+
+class UnknownPiiTypeError(ValueError):
+    """A PII type name that the redactor does not support."""
+
+
+@dataclass(frozen=True)
+class PiiEntity:
+    """One detected entity: its type and its span in the scanned text."""
+
+    type: str
+    """Entity type, one of ``SUPPORTED_TYPES``."""
+    start: int
+    """Offset of the first character."""
+    end: int
+    """Offset one past the last character."""
+
+
+@dataclass
+class Redaction:
+    """The redacted texts of one request and what is needed to restore them."""
+
+    texts: list[str]
+    """The inputs, in order, with each entity replaced by its placeholder."""
+    mapping: dict[str, str] = field(default_factory=dict)
+    """Placeholder to original value."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Entity type to the number of occurrences replaced."""
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+
+_DIGIT = re.compile(r"\d")
+
+
+def _line_before(text: str, start: int, width: int) -> str:
+    """Return up to ``width`` characters before ``start``, cut at the last line break."""
+    left = text[max(0, start - width):start]
+    newline = left.rfind("\n")
+    return left[newline + 1:] if newline >= 0 else left
+
+
+def _entropy(value: str) -> float:
+    """Return the Shannon entropy of ``value`` in bits per character."""
+    counts = Counter(value)
+    total = len(value)
+    return -sum(n / total * math.log2(n / total) for n in counts.values())
+
+
+def _char_classes(value: str) -> int:
+    return (
+        any(c.islower() for c in value)
+        + any(c.isupper() for c in value)
+        + any(c.isdigit() for c in value)
+    )
+
+
+_PLACEHOLDER_WORDS = re.compile(
+    r"\.\.\.|…|xxxx|<|>|\{|\}|\$|your|example|placeholder|redacted|changeme|dummy|sample|"
+    r"insert|replace|here|0000000|\*\*\*",
+    re.IGNORECASE,
+)
+
+
+def _has_ascending_run(value: str, length: int = 6) -> bool:
+    """Return True when ``value`` has ``length`` ascending characters in a row (123456, abcdef)."""
+    run = 1
+    for previous, current in zip(value, value[1:], strict=False):
+        run = run + 1 if ord(current) == ord(previous) + 1 else 1
+        if run >= length:
+            return True
+    return False
+
+
+def _looks_random(value: str, min_classes: int = 2, min_entropy: float = 3.0) -> bool:
+    """Return True when ``value`` reads as a generated secret rather than a placeholder."""
+    if _PLACEHOLDER_WORDS.search(value) or _has_ascending_run(value):
+        return False
+    if _char_classes(value) < min_classes:
+        return False
+    return _entropy(value) >= min_entropy
+
+
+# ---------------------------------------------------------------------------
+# API keys and other secrets
+
+# Provider prefixes. Each body must still look random, which rejects ``sk-...`` and
+# ``sk-your-key-here``. Sources: the providers' documented key formats.
+_PREFIXED_SECRETS = [
+    r"sk-ant-[a-z]+\d{2}-[A-Za-z0-9_-]{32,}",  # Anthropic
+    r"sk-aigw-[A-Za-z0-9]{8}-[A-Za-z0-9]{32,}",  # this gateway's own keys
+    r"sk-(?:proj|svcacct|admin|or-v1)-[A-Za-z0-9_-]{20,}",  # OpenAI project keys, OpenRouter
+    r"sk-[A-Za-z0-9]{20,}",  # OpenAI legacy and other sk- keys
+    r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe secret and restricted keys
+    r"whsec_[A-Za-z0-9+/=]{24,}",  # Stripe webhook secrets
+    r"gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub tokens
+    r"github_pat_[A-Za-z0-9_]{50,}",  # GitHub fine-grained tokens
+    r"gl(?:pat|dt|rt|ptt|soat|ft|cbt)-[A-Za-z0-9_-]{20,}",  # GitLab tokens
+    r"xox[abposre]-[A-Za-z0-9-]{10,}",  # Slack tokens
+    r"xapp-\d-[A-Za-z0-9-]{20,}",  # Slack app-level tokens
+    r"(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}",  # AWS key ids
+    r"AIza[0-9A-Za-z_-]{35}",  # Google API keys
+    r"ya29\.[0-9A-Za-z_-]{20,}",  # Google OAuth access tokens
+    r"GOCSPX-[A-Za-z0-9_-]{20,}",  # Google OAuth client secrets
+    r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
+    r"SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}",  # SendGrid
+    r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
+    r"npm_[A-Za-z0-9]{36}",  # npm
+    r"pypi-AgE[A-Za-z0-9_-]{50,}",  # PyPI
+    r"shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}",  # Shopify
+    r"do[opr]_v1_[a-f0-9]{64}",  # DigitalOcean
+    r"gsk_[A-Za-z0-9]{40,}",  # Groq
+    r"r8_[A-Za-z0-9]{30,}",  # Replicate
+    r"pplx-[A-Za-z0-9]{40,}",  # Perplexity
+    r"xai-[A-Za-z0-9]{40,}",  # xAI
+    r"lin_api_[A-Za-z0-9]{30,}",  # Linear
+    r"ntn_[A-Za-z0-9]{30,}",  # Notion
+    r"hv[sb]\.[A-Za-z0-9_-]{24,}",  # HashiCorp Vault
+    r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}",  # Postman
+    r"sbp_[a-f0-9]{40}",  # Supabase
+    r"dapi[a-f0-9]{32}",  # Databricks
+    r"key-[0-9a-f]{32}",  # Mailgun
+    r"[0-9a-f]{32}-us\d{1,2}",  # Mailchimp
+    r"glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",  # Grafana service accounts
+    r"NRAK-[A-Z0-9]{27}",  # New Relic
+    r"dp\.(?:st|pt|ct|sa|scim|audit)\.[A-Za-z0-9_-]{40,}",  # Doppler
+    r"sq0(?:atp|csp)-[A-Za-z0-9_-]{22,}",  # Square
+    r"\d{8,10}:AA[A-Za-z0-9_-]{33}",  # Telegram bot tokens
+]
+_PREFIXED_SECRET = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:" + "|".join(_PREFIXED_SECRETS) + r")(?![A-Za-z0-9_])"
+)
+_PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]{16,}?"
+    r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+)
+# The body of a prefixed key starts after the first separator of its prefix.
+_KEY_PREFIX_END = re.compile(r"^(?:[a-z]+(?:[-_.][a-z0-9]+)*[-_.]|AKIA|ASIA|AIza|[A-Z]{4})")
+
+# A value assigned to a name that says it is a key, token or secret (DD_API_KEY=...,
+# "client_secret": "..."). The keyword is found first in the lower-cased text and the
+# rest is matched from there, which is several times faster than one case-insensitive
+# pattern tried at every offset.
+_SECRET_NAME_WORD = re.compile(r"key|secret|token|credential")
+_SECRET_ASSIGNMENT = re.compile(
+    r"[A-Za-z0-9_]*['\"]?\s*(?::=|=>|[:=])\s*['\"]?(?P<value>[A-Za-z0-9+/_.~=-]{16,512})"
+)
+_BEARER = re.compile(r"(?i)\b(?:bearer|token)\s+(?P<value>[A-Za-z0-9._~+/=-]{20,512})")
+_CLI_SECRET = re.compile(
+    r"(?i)--(?:api[-_]?key|token|secret|access[-_]?token|auth[-_]?token)[= ]['\"]?"
+    r"(?P<value>[A-Za-z0-9+/_.~=-]{16,512})"
+)
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+def _jwt_header_ok(token: str) -> bool:
+    """Return True when the first JWT segment decodes to a JSON object with ``alg`` or ``typ``."""
+    header = token.split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return decoded.startswith(b"{") and (b'"alg"' in decoded or b'"typ"' in decoded)
+
+
+def _prefixed_secret_ok(token: str) -> bool:
+    if token.startswith("eyJ"):
+        return _jwt_header_ok(token)
+    prefix = _KEY_PREFIX_END.match(token)
+    body = token[prefix.end():] if prefix else token
+    if len(body) < 12:
+        return False
+    # Hex-only bodies (Shopify, Databricks) have fewer classes and less entropy per character.
+    if _HEX.match(body):
+        return _looks_random(body, min_classes=2, min_entropy=2.8)
+    return _looks_random(body, min_classes=2, min_entropy=3.0)
+
+
+def _named_secret_ok(value: str) -> bool:
+    value = value.rstrip(".=")
+    if len(value) < 16 or _UUID.match(value):
+        return False
+    if _HEX.match(value):
+        # Hex tokens named as keys: 32 characters and more (128-bit) with a digit and a letter.
+        return len(value) >= 32 and _looks_random(value, min_classes=2, min_entropy=3.0)
+    if len(value) < 20:
+        return False
+    return _looks_random(value, min_classes=2, min_entropy=3.5)
+
+
+def _find_api_keys(text: str) -> Iterator[tuple[int, int]]:
+    for match in _PREFIXED_SECRET.finditer(text):
+        if _prefixed_secret_ok(match.group(0)):
+            yield match.start(), match.end()
+    if "PRIVATE KEY-----" in text:
+        for match in _PRIVATE_KEY_BLOCK.finditer(text):
+            yield match.start(), match.end()
+
+    lowered = text.lower()
+    values: list[re.Match[str]] = []
+    for word in _SECRET_NAME_WORD.finditer(lowered):
+        assignment = _SECRET_ASSIGNMENT.match(text, word.end())
+        if assignment is not None:
+            values.append(assignment)
+    if "bearer" in lowered or "token" in lowered:
+        values.extend(_BEARER.finditer(text))
+    if "--" in text:
+        values.extend(_CLI_SECRET.finditer(text))
+    for match in values:
+        value = match.group("value").rstrip(".")
+        if _named_secret_ok(value):
+            yield match.start("value"), match.start("value") + len(value)
+
+
+# ---------------------------------------------------------------------------
+# E-mail addresses
+
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])"
+    r"[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_-])?"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9-])"
+)
+# Retina image names (icon@2x.png) and similar look like addresses.
+_FILE_EXTENSIONS = frozenset(
+    {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js", "ts", "json", "html", "txt"}
+)
+
+
+def _find_emails(text: str) -> Iterator[tuple[int, int]]:
+    if "@" not in text:
+        return
+    for match in _EMAIL.finditer(text):
+        value = match.group(0)
+        domain = value.rsplit("@", 1)[1]
+        labels = domain.split(".")
+        if len(labels) == 2 and labels[1].lower() in _FILE_EXTENSIONS:
+            continue
+        if ".." in value:
+            continue
+        yield match.start(), match.end()
+
+
+# ---------------------------------------------------------------------------
+# IBAN
+
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{1,4}){3,8}(?![A-Za-z0-9])"
+)
+
+
+def _find_ibans(text: str) -> Iterator[tuple[int, int]]:
+    for match in _IBAN.finditer(text):
+        value = match.group(0)
+        # The pattern may swallow a short trailing word ("... 05 AB"), so shorter forms are
+        # tried too.
+        groups = value.split(" ")
+        for count in range(len(groups), 0, -1):
+            candidate = " ".join(groups[:count])
+            # National check digits are not validated: only the IBAN's own mod-97.
+            if stdnum_iban.is_valid(candidate, check_country=False):
+                yield match.start(), match.start() + len(candidate)
+                break
+
+
+# ---------------------------------------------------------------------------
+# Payment cards
+
+_CARD = re.compile(
+    r"\d(?<![A-Za-z0-9_/-]\d)(?<!\d[.,:]\d)"
+    r"\d{2,5}(?:(?P<sep>[ -])\d{1,7}(?:(?P=sep)\d{1,7}){0,4}|\d{7,16})(?![A-Za-z0-9_/]|[.,-]\d)"
+)
+
+
+def _card_groups_ok(value: str) -> bool:
+    if " " in value:
+        groups = value.split(" ")
+    elif "-" in value:
+        groups = value.split("-")
+    else:
+        return True
+    # Issuers print 4-4-4-4(-3), 4-6-5 (Amex), 4-6-4 (Diners) and similar. The last group
+    # may be short.
+    return all(3 <= len(g) <= 6 for g in groups[:-1]) and 1 <= len(groups[-1]) <= 6
+
+
+def _find_cards(text: str) -> Iterator[tuple[int, int]]:
+    for match in _CARD.finditer(text):
+        value = match.group(0)
+        digits = value.replace(" ", "").replace("-", "")
+        if not 13 <= len(digits) <= 19:
+            continue
+        # Major industry identifier: issued payment cards start with 2 to 6.
+        if digits[0] not in "23456" or len(set(digits)) == 1:
+            continue
+        if not _card_groups_ok(value) or not luhn.is_valid(digits):
+            continue
+        yield match.start(), match.end()
+
+
+# ---------------------------------------------------------------------------
+# US Social Security numbers
+
+# Patterns start with \d and check the character before it afterwards, because a leading
+# lookbehind stops the regex engine from skipping ahead to the next digit.
+_SSN_DASHED = re.compile(r"\d(?<![A-Za-z0-9_-]\d)\d{2}-\d{2}-\d{4}(?![A-Za-z0-9_-])")
+_SSN_SPACED = re.compile(
+    r"\d(?<![A-Za-z0-9_-]\d)(?<!\d \d)\d{2} \d{2} \d{4}(?! \d)(?![A-Za-z0-9_-])"
+)
+_SSN_BARE = re.compile(r"\d(?<![A-Za-z0-9_-]\d)\d{8}(?![A-Za-z0-9_-])")
+_SSN_CONTEXT = re.compile(
+    r"(?i)(?:\bssn|\bss#|social[ -]security|\bsocsec|\btaxpayer id|\bitin)\b"
+)
+
+
+def _ssn_ok(value: str) -> bool:
+    return bool(stdnum_ssn.is_valid(value.replace(" ", "-")))
+
+
+def _find_ssns(text: str) -> Iterator[tuple[int, int]]:
+    for match in _SSN_DASHED.finditer(text):
+        if _ssn_ok(match.group(0)):
+            yield match.start(), match.end()
+    for match in _SSN_SPACED.finditer(text):
+        # A spaced 3-2-4 group is also a phone layout: a phone word without an SSN word
+        # before it decides for the phone number.
+        left = _line_before(text, match.start(), 40)
+        if _PHONE_CONTEXT.search(left) and not _SSN_CONTEXT.search(left):
+            continue
+        if _ssn_ok(match.group(0)):
+            yield match.start(), match.end()
+    for match in _SSN_BARE.finditer(text):
+        if _SSN_CONTEXT.search(_line_before(text, match.start(), 40)) and _ssn_ok(match.group(0)):
+            yield match.start(), match.end()
+
+
+# ---------------------------------------------------------------------------
+# IP addresses
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(
+    rf"(?<![A-Za-z0-9_.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?P<prefix>/\d{{1,2}})?"
+    r"(?![A-Za-z0-9_]|\.\d)"
+)
+_IPV6 = re.compile(
+    r"(?<![A-Za-z0-9_:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
+    rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})?(?![A-Za-z0-9_:]|\.\d)"
+)
+_VERSION_WORDS = re.compile(
+    r"(?i)\b(?:v|ver|version|versions|build|release|rel|firmware|fw|driver|kernel|sdk|patch|"
+    r"revision|rev|upgrade|upgraded|update|updated|downgrade|chrome|chromium|firefox|safari|"
+    r"edge|windows|android|ios|macos|python|node|java|jdk|php|ruby|perl|golang|rust|npm|pip|"
+    r"package|library|versione|versión|versão|バージョン|版本|версия)\b"
+)
+_ADDRESS_WORDS = re.compile(
+    r"(?i)\b(?:ip|ipv4|ipv6|ips|address|addr|host|hostname|server|client|src|dst|source|"
+    r"destination|upstream|downstream|peer|gateway|gw|dns|resolver|listen|bind|allowlist|"
+    r"whitelist|blocklist|blacklist|allow|deny|block|blocked|ping|ssh|connect|proxy|"
+    r"forwarded|remote|origin|endpoint|box|machine|vm|instance|bastion|router|nat|vpn|"
+    r"adresse|dirección|endereço|indirizzo|адрес)\b"
+)
+_LAST_NUMERIC_TOKEN = re.compile(r"\S*\d\S*\s+(?=[^\d]*$)")
+_CHAIN_WORDS = re.compile(r"^\s*(?:to|->|→|and|or|und|et|y|e|à|a|bis|,|/|-)\s*$", re.IGNORECASE)
+
+
+def _is_netmask(address: ipaddress.IPv4Address) -> bool:
+    value = int(address)
+    if value >> 24 != 255:
+        return False
+    inverted = ~value & 0xFFFFFFFF
+    return inverted & (inverted + 1) == 0
+
+
+def _find_ipv4(text: str) -> Iterator[tuple[int, int]]:
+    # The previous address's verdict carries across "X to Y" chains of versions.
+    previous_end = -1
+    previous_was_version = False
+    for match in _IPV4.finditer(text):
+        start, end = match.start(), match.end()
+        prefix = match.group("prefix")
+        address_text = text[start:match.start("prefix")] if prefix else match.group(0)
+        address = ipaddress.IPv4Address(address_text)
+        if int(address) == 0 or _is_netmask(address):
+            previous_end, previous_was_version = end, False
+            continue
+        if prefix is not None:
+            length = int(prefix[1:])
+            if length > 32:
+                continue
+            network = ipaddress.IPv4Network(f"{address_text}/{length}", strict=False)
+            # A network (10.0.0.0/8) names a range, not a host.
+            if length < 32 and network.network_address == address:
+                continue
+        is_version = _looks_like_version(text, start, previous_end, previous_was_version)
+        previous_end, previous_was_version = start + len(address_text), is_version
+        if not is_version:
+            yield start, start + len(address_text)
+
+
+def _looks_like_version(
+    text: str, start: int, previous_end: int, previous_was_version: bool
+) -> bool:
+    left = _line_before(text, start, 48)
+    chained = previous_end >= 0 and start - previous_end <= 8
+    if chained and _CHAIN_WORDS.match(text[previous_end:start]):
+        return previous_was_version
+    # Only words after the last number count, so "Build 1.2.3.4 deployed to" is an address.
+    last_numeric = None
+    for last_numeric in _LAST_NUMERIC_TOKEN.finditer(left):  # noqa: B007 - keeps the last match
+        pass
+    if last_numeric is not None:
+        left = left[last_numeric.end():]
+    if _ADDRESS_WORDS.search(left):
+        return False
+    return bool(_VERSION_WORDS.search(left))
+
+
+def _find_ipv6(text: str) -> Iterator[tuple[int, int]]:
+    if "::" not in text and text.count(":") < 7:
+        return
+    for match in _IPV6.finditer(text):
+        value = match.group(0)
+        if len(value) < 3 or not _DIGIT.search(value):
+            continue
+        if "::" not in value and value.count(":") != 7 and "." not in value:
+            continue
+        try:
+            address = ipaddress.IPv6Address(value)
+        except ValueError:
+            continue
+        if address.is_unspecified:
+            continue
+        yield match.start(), match.end()
+
+
+# ---------------------------------------------------------------------------
+# Phone numbers
+
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![A-Za-z0-9_@#/+.-])(?<!\d[,:])"
+    r"(?:\+|00(?=[1-9]))?(?:\(\d{1,5}\)|\d)(?:[ .\-]?(?:\(\d{1,5}\)|\d)){6,18}"
+    r"(?![A-Za-z0-9_@/]|[.,:-]\d)"
+)
+_PHONE_CONTEXT = re.compile(
+    r"(?i)(?:phone|tel\b|tel\.|tél|telephone|mobile|mob\b|cell|call|ring|text\b|sms|whatsapp|"
+    r"fax|contact|reach|number|\bno\.|\bnr\.?|\bm:|\bt:|\bp:|telefon|handy|mobil|téléphone|"
+    r"portable|teléfono|móvil|celular|número|telefone|telemóvel|cellulare|telefono|numero|"
+    r"telefoon|mobiel|numara|puhelin|電話|携帯|手机|电话|号码|телефон|тел\.|номер|전화|휴대폰|번호|"
+    r"\"phone\"|'phone')"
+)
+_NOT_PHONE_CONTEXT = re.compile(
+    r"(?i)(?:order|invoice|tracking|track|ref\b|ref\.|reference|serial|isbn|issn|sku|\bid\b|"
+    r"ticket|case|batch|account|acct|iban|card|loyalty|member|transaction|routing|zip|"
+    r"postcode|postal|plz|bestell|rechnung|pedido|commande|facture|注文|订单|заказ|주문|"
+    r"version|build|release|#)\W*$"
+)
+_DATE_SHAPE = re.compile(
+    r"^(?:\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./ ]\d{1,2}[-./ ]\d{2,4})$"
+)
+_NANP_SHAPE = re.compile(r"^(?:\+?1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}$")
+_CODE_TOKEN_BEFORE = re.compile(r"(?:[A-Za-z]+\d|\d+[A-Za-z])[A-Za-z0-9]* $")
+# Regions tried for numbers written without a country code. A number passes when any of
+# them validates it, so the shape and context rules above do most of the deciding.
+_PHONE_REGIONS = (
+    "US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "JP", "CN", "KR", "IN", "AU", "RU",
+    "PL", "TR", "ZA", "MX", "CA", "SE", "NO", "CH", "AT", "BE", "PT", "IE",
+)
+
+
+def _valid_in_some_region(candidate: str) -> bool:
+    for region in _PHONE_REGIONS:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
+
+
+def _phone_groups(candidate: str) -> list[str]:
+    return [g for g in re.split(r"[ .\-()]+", candidate.lstrip("+")) if g]
+
+
+def _phone_ok(text: str, start: int, candidate: str) -> bool:
+    digits = "".join(c for c in candidate if c.isdigit())
+    if not 7 <= len(digits) <= 15 or len(set(digits)) <= 2:
+        return False
+    if _DATE_SHAPE.match(candidate) or candidate.count("(") != candidate.count(")"):
+        return False
+    groups = _phone_groups(candidate)
+    if "." in candidate and any(len(g) < 2 for g in groups[1:]):
+        return False  # dotted numbers with one-digit groups are versions
+    left = _line_before(text, start, 32)
+    if _CODE_TOKEN_BEFORE.search(left):
+        return False  # continues a code such as "1Z 4F7 W92 03 8841 2290"
+    has_context = bool(_PHONE_CONTEXT.search(left))
+    if not has_context and _NOT_PHONE_CONTEXT.search(left):
+        return False
+
+    international = candidate.startswith("+") or candidate.startswith("00")
+    if international:
+        normalised = "+" + candidate[2:] if candidate.startswith("00") else candidate
+        try:
+            number = phonenumbers.parse(normalised, None)
+        except phonenumbers.NumberParseException:
+            return False
+        # Fictional ranges (UK 07700 900xxx, US 555-01xx) fail is_valid but are still
+        # numbers someone wrote down. A country code plus a possible length is enough.
+        return phonenumbers.is_valid_number(number) or (
+            len(groups) >= 2 and phonenumbers.is_possible_number(number)
+        )
+
+    if len(digits) > 12:
+        return False
+    if not has_context:
+        # Without a word such as "phone" or "call", only shapes typical of phone numbers.
+        separated = len(groups) >= 3 or "(" in candidate
+        strong_shape = bool(_NANP_SHAPE.match(candidate)) or (
+            separated and (candidate.startswith("0") or candidate.startswith("("))
+        )
+        if not strong_shape:
+            return False
+    elif len(groups) == 1 and len(digits) > 11:
+        return False
+    return _valid_in_some_region(candidate)
+
+
+def _find_phones(text: str) -> Iterator[tuple[int, int]]:
+    for match in _PHONE_CANDIDATE.finditer(text):
+        candidate = match.group(0)
+        if _phone_ok(text, match.start(), candidate):
+            yield match.start(), match.end()
+
+
+# ---------------------------------------------------------------------------
+# The redactor
+
+_DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
+    API_KEY: _find_api_keys,
+    EMAIL: _find_emails,
+    IBAN: _find_ibans,
+    CREDIT_CARD: _find_cards,
+    US_SSN: _find_ssns,
+    IP_ADDRESS: lambda text: _chain(_find_ipv4(text), _find_ipv6(text)),
+    PHONE: _find_phones,
+}
+# Detectors that only look at digits can be skipped for text without any.
+_NEEDS_DIGITS = frozenset({IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, PHONE})
+
+
+def _chain(*iterators: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    for iterator in iterators:
+        yield from iterator
+
+
+class PiiRedactor:
+    """Find PII in text and replace it with numbered placeholders that can be restored."""
+
+    def __init__(self, types: frozenset[str] | None = None) -> None:
+        """Detect ``types`` (default: all of ``SUPPORTED_TYPES``).
+
+        Raises:
+            UnknownPiiTypeError: a requested type is not supported.
+        """
+        chosen = SUPPORTED_TYPES if types is None else frozenset(types)
+        unknown = chosen - SUPPORTED_TYPES
+        if unknown:
+            raise UnknownPiiTypeError(
+                f"unsupported PII types {sorted(unknown)}: choose from {sorted(SUPPORTED_TYPES)}"
+            )
+        self.types = chosen
+        self._order = sorted(chosen, key=_PRIORITY.__getitem__)
+
+    def detect(self, text: str) -> list[PiiEntity]:
+        """Return the entities in ``text``, sorted by start offset and never overlapping."""
+        if not text:
+            return []
+        has_digits = _DIGIT.search(text) is not None
+        claimed_spans: list[tuple[int, int]] = []
+        found: list[PiiEntity] = []
+        for entity_type in self._order:
+            if entity_type in _NEEDS_DIGITS and not has_digits:
+                continue
+            for start, end in _DETECTORS[entity_type](text):
+                overlaps = any(
+                    start < other_end and other_start < end
+                    for other_start, other_end in claimed_spans
+                )
+                if overlaps:
+                    continue
+                claimed_spans.append((start, end))
+                found.append(PiiEntity(entity_type, start, end))
+        found.sort(key=lambda entity: entity.start)
+        return found
+
+    def redact(self, texts: list[str]) -> Redaction:
+        """Replace every entity in ``texts`` with a placeholder such as ``[EMAIL_1]``.
+
+        One mapping covers all texts, so a value gets the same placeholder wherever it
+        occurs in the request. Numbers count up per type in order of first appearance and
+        skip any placeholder text that already occurs in the input, so restoring never
+        replaces text the caller wrote.
+        """
+        reserved = {
+            match.group(0) for text in texts for match in PLACEHOLDER_PATTERN.finditer(text)
+        }
+        placeholders: dict[tuple[str, str], str] = {}
+        next_number: dict[str, int] = {}
+        mapping: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        redacted: list[str] = []
+
+        for text in texts:
+            pieces: list[str] = []
+            position = 0
+            for entity in self.detect(text):
+                value = text[entity.start:entity.end]
+                key = (entity.type, value)
+                placeholder = placeholders.get(key)
+                if placeholder is None:
+                    placeholder = self._next_placeholder(entity.type, next_number, reserved)
+                    placeholders[key] = placeholder
+                    mapping[placeholder] = value
+                pieces.append(text[position:entity.start])
+                pieces.append(placeholder)
+                position = entity.end
+                counts[entity.type] = counts.get(entity.type, 0) + 1
+            pieces.append(text[position:])
+            redacted.append("".join(pieces))
+
+        if counts:
+            logger.debug("redacted PII", extra={"pii_counts": counts})
+        return Redaction(texts=redacted, mapping=mapping, counts=counts)
+
+    @staticmethod
+    def _next_placeholder(entity_type: str, next_number: dict[str, int], reserved: set[str]) -> str:
+        number = next_number.get(entity_type, 1)
+        while f"[{entity_type}_{number}]" in reserved:
+            number += 1
+        next_number[entity_type] = number + 1
+        return f"[{entity_type}_{number}]"
