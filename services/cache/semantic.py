@@ -764,50 +764,42 @@ _ELIDED_PREFIXES = _words("l d j m n s t c qu dell nell all dall sull un quest")
 
 _FORMAT_WORDS_EN = _mapping(
     "json:json yaml:yaml yml:yaml csv:csv xml:xml html:html markdown:markdown table:table "
-    "tables:table "
-    "tabular:table bullet:bullets bullets:bullets bulleted:bullets numbered:numbered list:list "
-    "sentence:sentences sentences:sentences word:words words:words paragraph:paragraphs "
+    "tables:table tabular:table bullet:bullets bullets:bullets bulleted:bullets numbered:numbered "
+    "list:list sentence:sentences sentences:sentences word:words words:words paragraph:paragraphs "
     "paragraphs:paragraphs line:lines lines:lines characters:characters brief:short briefly:short "
-    "short:short shorter:short concise:short concisely:short succinct:short summary:short tl:short "
-    "detailed:long thorough:long comprehensive:long elaborate:long haiku:haiku poem:poem "
-    "limerick:poem "
-    "tweet:tweet emoji:emoji emojis:emoji oneliner:oneline lambda:oneline"
+    "short:short shorter:short concise:short concisely:short succinct:short summary:short "
+    "tl:short detailed:long thorough:long comprehensive:long elaborate:long haiku:haiku poem:poem "
+    "limerick:poem tweet:tweet emoji:emoji emojis:emoji oneliner:oneline lambda:oneline"
 )
 _FORMAT_WORDS_OTHER = _mapping(
     "tabla:table tableau:table tabelle:table tabella:table tabela:table frase:sentences "
-    "frases:sentences "
-    "phrase:sentences phrases:sentences satz:sentences sätze:sentences palabras:words mots:words "
-    "wörter:words parole:words palavras:words párrafo:paragraphs paragraphe:paragraphs "
-    "absatz:paragraphs "
-    "lista:list liste:list breve:short bref:short brève:short kurz:short kurze:short resumen:short "
-    "résumé:short zusammenfassung:short riassunto:short resumo:short viñetas:bullets puces:bullets "
-    "stichpunkte:bullets detallado:long détaillé:long ausführlich:long dettagliato:long "
-    "detalhado:long"
+    "frases:sentences phrase:sentences phrases:sentences satz:sentences sätze:sentences "
+    "palabras:words mots:words wörter:words parole:words palavras:words párrafo:paragraphs "
+    "paragraphe:paragraphs absatz:paragraphs lista:list liste:list breve:short bref:short "
+    "brève:short kurz:short kurze:short resumen:short résumé:short zusammenfassung:short "
+    "riassunto:short resumo:short viñetas:bullets puces:bullets stichpunkte:bullets "
+    "detallado:long détaillé:long ausführlich:long dettagliato:long detalhado:long"
 )
 
 _EN = _Lexicon(
     stemmer_name="english",
     stopwords=_words(
-        "a an the this that these those some any each such "
-        "i me my mine myself you your yours yourself we us our ours ourselves it its itself they "
-        "them "
-        "their theirs one's someone somebody something anyone anybody anything "
-        "am is are be been being do does doing can could would have has having "
-        "of at with about as like within via and but so if then because while whether "
-        "what which how what's whats please kindly thanks thank thx hi hello hey dear ok okay um "
-        "uh er "
-        "lol haha yo hmm well oh just sorry bother wondering wonder curious tell explain "
-        "explaining "
-        "describe show give let help know want wanted need needed way ways method methods steps "
-        "step "
-        "procedure process approach tips tip tricks trick advice advise guide instructions "
-        "recommended "
-        "recommend suggestion suggestions there here also too really actually basically simply "
-        "very quite "
-        "pretty thing things stuff kind possible able currently anyway mean means meant exactly "
-        "concept "
-        "main typical typically usually generally common commonly specifically "
-        "meaning difference differences differ different best good effective proper correct"
+        # articles, pronouns, auxiliaries and plain prepositions
+        "a an the this that these those some any each such i me my mine myself you your yours "
+        "yourself we us our ours ourselves it its itself they them their theirs one's someone "
+        "somebody something anyone anybody anything am is are be been being do does doing can "
+        "could would have has having of at with about as like within via and but so if then "
+        "because while whether "
+        # question frames, politeness and filler
+        "what which how what's whats please pls plz kindly thanks thank thx hi hello hey dear ok "
+        "okay um uh er lol haha yo hmm well oh just sorry bother wondering wonder curious u ur "
+        "tell explain explaining describe show give let help know want wanted need needed define "
+        "definition mean means meant meaning concept way ways method methods steps step procedure "
+        "process approach tips tip tricks trick advice advise guide instructions recommend "
+        "recommended suggest suggestion suggestions there here also too really actually basically "
+        "simply very quite pretty thing things stuff kind possible able currently anyway exactly "
+        "main typical typically usually generally common commonly specifically difference "
+        "differences differ different best good effective proper correct"
     ),
     negations=_words(
         "not no never without none nobody nothing neither nor cannot except excluding unless non "
@@ -815,9 +807,9 @@ _EN = _Lexicon(
     ),
     relations=_mapping(
         "to:to from:from into:to onto:to than:than toward:to towards:to before:before after:after "
-        "for:for by:by in:in on:on "
-        "over:over under:under above:over below:under against:against until:until till:until up:up "
-        "down:down out:out off:off back:back forward:forward instead:instead"
+        "for:for by:by in:in on:on over:over under:under above:over below:under against:against "
+        "until:until till:until up:up down:down out:out off:off back:back forward:forward "
+        "instead:instead"
     ),
     # Comparisons are symmetric too: "X vs Y" requests what "how does Y differ from X" requests.
     symmetric=_words(
@@ -827,15 +819,11 @@ _EN = _Lexicon(
     questions=_mapping("who:who whom:who whose:who when:when where:where why:why"),
     numbers=_mapping(
         "zero:0 one:1 two:2 three:3 four:4 five:5 six:6 seven:7 eight:8 nine:9 ten:10 eleven:11 "
-        "twelve:12 "
-        "thirteen:13 fourteen:14 fifteen:15 sixteen:16 seventeen:17 eighteen:18 nineteen:19 "
-        "twenty:20 "
-        "thirty:30 forty:40 fifty:50 sixty:60 seventy:70 eighty:80 ninety:90 hundred:100 "
-        "thousand:1000 "
-        "million:1000000 billion:1000000000 dozen:12 half:0.5 twice:2x "
-        "first:1st second:2nd third:3rd fourth:4th fifth:5th sixth:6th seventh:7th eighth:8th "
-        "ninth:9th "
-        "tenth:10th last:last"
+        "twelve:12 thirteen:13 fourteen:14 fifteen:15 sixteen:16 seventeen:17 eighteen:18 "
+        "nineteen:19 twenty:20 thirty:30 forty:40 fifty:50 sixty:60 seventy:70 eighty:80 "
+        "ninety:90 hundred:100 thousand:1000 million:1000000 billion:1000000000 dozen:12 half:0.5 "
+        "twice:2x first:1st second:2nd third:3rd fourth:4th fifth:5th sixth:6th seventh:7th "
+        "eighth:8th ninth:9th tenth:10th last:last"
     ),
     formats=_FORMAT_WORDS_EN,
     phrases=_phrases(
@@ -922,13 +910,11 @@ _LEXICONS: dict[str, _Lexicon] = {
             ("cuánto tiempo", "question", "duration"),
         ],
         "el la los las un una unos unas lo al del de en con por para sobre como y e pero si que "
-        "qué "
-        "cómo como cual cuál cuáles es son está están ser estar soy eres fue era hay he ha han "
-        "tengo "
-        "tiene puedo puede pueden podría debo debe se me te le les nos mi mis tu tus su sus yo tú "
-        "usted ustedes este esta estos estas ese esa eso esto mucho muy favor gracias hola oye "
-        "explícame explica dime forma manera pasos hacer hace procedimiento método significa "
-        "significado",
+        "qué cómo como cual cuál cuáles es son está están ser estar soy eres fue era hay he ha "
+        "han tengo tiene puedo puede pueden podría debo debe se me te le les nos mi mis tu tus su "
+        "sus yo tú usted ustedes este esta estos estas ese esa eso esto mucho muy favor gracias "
+        "hola oye explícame explica dime forma manera pasos hacer hace procedimiento método "
+        "significa significado",
         "no nunca sin ni nada nadie ningún ninguna ninguno jamás tampoco excepto salvo",
         "a:to hacia:to desde:from hasta:until contra:against antes:before después:after",
         "o u vs entre",
@@ -964,11 +950,10 @@ _LEXICONS: dict[str, _Lexicon] = {
         [],
         "der die das den dem des ein eine einen einem einer eines in im mit für auf an am bei um "
         "über wie und aber wenn dass ob ist sind war bin bist sein habe hat haben kann kannst "
-        "können "
-        "muss soll sollte man ich du sie er es wir ihr mich mir dich dir sich mein meine meinen "
-        "meinem dein deine unser unsere ihre ihren was welche welcher welches bitte danke hallo "
-        "erkläre erklär erklären sag mal eigentlich denn doch schritte art weise vorgehen methode "
-        "anleitung bedeutet bedeutung",
+        "können muss soll sollte man ich du sie er es wir ihr mich mir dich dir sich mein meine "
+        "meinen meinem dein deine unser unsere ihre ihren was welche welcher welches bitte danke "
+        "hallo erkläre erklär erklären sag mal eigentlich denn doch schritte art weise vorgehen "
+        "methode anleitung bedeutet bedeutung",
         "nicht kein keine keinen keinem keiner keines nie niemals ohne weder nichts außer",
         "zu:to zum:to zur:to nach:to von:from vom:from aus:from gegen:against vor:before als:than",
         "oder und vs zwischen",
@@ -976,8 +961,7 @@ _LEXICONS: dict[str, _Lexicon] = {
         "wieviel:quantity wieviele:quantity",
         "zwei:2 drei:3 vier:4 fünf:5 sechs:6 sieben:7 acht:8 neun:9 zehn:10 elf:11 zwölf:12 "
         "fünfzehn:15 zwanzig:20 dreißig:30 hundert:100 tausend:1000 erste:1st ersten:1st "
-        "erster:1st "
-        "erstes:1st zweite:2nd zweiten:2nd dritte:3rd dritten:3rd",
+        "erster:1st erstes:1st zweite:2nd zweiten:2nd dritte:3rd dritten:3rd",
     ),
     "pt": _other_lexicon(
         "portuguese",
@@ -989,16 +973,15 @@ _LEXICONS: dict[str, _Lexicon] = {
         ],
         "o a os as um uma uns umas do da dos das de em no na nos nas com por pelo pela para sobre "
         "como e mas se que quê qual quais é são está estão ser estar sou foi era há tem tenho "
-        "posso "
-        "pode podem devo deve eu você vocês ele ela eles elas me te lhe nos meu minha meus minhas "
-        "seu sua seus suas este esta isto esse essa isso favor obrigado obrigada olá oi explique "
-        "explica faço faz fazer forma maneira passos procedimento método significa significado",
+        "posso pode podem devo deve eu você vocês ele ela eles elas me te lhe nos meu minha meus "
+        "minhas seu sua seus suas este esta isto esse essa isso favor obrigado obrigada olá oi "
+        "explique explica faço faz fazer forma maneira passos procedimento método significa "
+        "significado",
         "não nunca sem nem nada ninguém nenhum nenhuma jamais exceto",
         "ao:to aos:to à:to até:until desde:from contra:against antes:before depois:after",
         "ou vs entre",
         "quem:who quando:when onde:where porque:why quanto:quantity quanta:quantity "
-        "quantos:quantity "
-        "quantas:quantity",
+        "quantos:quantity quantas:quantity",
         "dois:2 duas:2 três:3 quatro:4 cinco:5 seis:6 sete:7 oito:8 nove:9 dez:10 onze:11 doze:12 "
         "quinze:15 vinte:20 trinta:30 cem:100 mil:1000 primeiro:1st primeira:1st segundo:2nd "
         "segunda:2nd terceiro:3rd terceira:3rd",
@@ -1006,18 +989,17 @@ _LEXICONS: dict[str, _Lexicon] = {
     "it": _other_lexicon(
         "italian",
         [("vuol dire", "filler", ""), ("quanto tempo", "question", "duration")],
-        "il lo la i gli le un uno una l di del della dei delle dello degli in nel nella con per su "
-        "sul sulla come e ma se che cosa quale quali è sono sei essere era c ci ho ha hanno posso "
-        "può possono devo deve io tu lui lei noi voi loro mi ti si mio mia miei mie tuo tua suo "
-        "sua "
-        "questo questa quello quella favore grazie ciao spiega spiegami dimmi modo maniera passi "
-        "fare fa procedimento metodo passaggi significa significato qual",
+        "il lo la i gli le un uno una l di del della dei delle dello degli in nel nella con per "
+        "su sul sulla come e ma se che cosa quale quali è sono sei essere era c ci ho ha hanno "
+        "posso può possono devo deve io tu lui lei noi voi loro mi ti si mio mia miei mie tuo tua "
+        "suo sua questo questa quello quella favore grazie ciao spiega spiegami dimmi modo "
+        "maniera passi fare fa procedimento metodo passaggi significa significato qual",
         "non mai senza né niente nulla nessuno nessuna tranne",
         "a:to al:to alla:to ai:to verso:to da:from dal:from dalla:from fino:until contro:against "
         "prima:before dopo:after",
         "o oppure vs tra fra",
-        "chi:who quando:when dove:where perché:why quanto:quantity quanta:quantity quanti:quantity "
-        "quante:quantity",
+        "chi:who quando:when dove:where perché:why quanto:quantity quanta:quantity "
+        "quanti:quantity quante:quantity",
         "due:2 tre:3 quattro:4 cinque:5 sei:6 sette:7 otto:8 nove:9 dieci:10 undici:11 dodici:12 "
         "quindici:15 venti:20 trenta:30 cento:100 mille:1000 primo:1st prima:1st secondo:2nd "
         "seconda:2nd terzo:3rd terza:3rd",
@@ -1025,10 +1007,9 @@ _LEXICONS: dict[str, _Lexicon] = {
     "nl": _other_lexicon(
         "dutch",
         [],
-        "de het een van in op met voor bij aan als en maar of dat is zijn was ben heb heeft hebben "
-        "kan kun kunnen moet moeten ik jij je u hij zij ze wij we mij me mijn jouw uw zijn haar "
-        "ons "
-        "onze wat welke hoe alstublieft alsjeblieft bedankt dank hallo hoi leg uit",
+        "de het een van in op met voor bij aan als en maar of dat is zijn was ben heb heeft "
+        "hebben kan kun kunnen moet moeten ik jij je u hij zij ze wij we mij me mijn jouw uw zijn "
+        "haar ons onze wat welke hoe alstublieft alsjeblieft bedankt dank hallo hoi leg uit",
         "niet geen nooit zonder niets niemand behalve",
         "naar:to tot:until vanaf:from uit:from tegen:against voor:before na:after dan:than",
         "of en vs tussen",
@@ -1070,38 +1051,36 @@ _CJK_NEGATIONS = frozenset("不没無无別别未勿非")
 
 # Words used only to label why a difference matters; any differing content word rejects.
 _NATURAL_LANGUAGES = _words(
-    "english spanish french german portuguese italian dutch russian chinese japanese korean arabic "
-    "hindi turkish polish swedish norwegian danish finnish greek hebrew czech ukrainian vietnamese "
-    "thai indonesian mandarin cantonese latin español inglés francés alemán français anglais "
-    "allemand espagnol deutsch englisch französisch spanisch inglese francese tedesco inglês "
-    "francês alemão"
+    "english spanish french german portuguese italian dutch russian chinese japanese korean "
+    "arabic hindi turkish polish swedish norwegian danish finnish greek hebrew czech ukrainian "
+    "vietnamese thai indonesian mandarin cantonese latin español inglés francés alemán français "
+    "anglais allemand espagnol deutsch englisch französisch spanisch inglese francese tedesco "
+    "inglês francês alemão"
 )
 _PROGRAMMING_WORDS = _words(
-    "python javascript js typescript ts java kotlin swift go golang rust c cplusplus csharp fsharp "
-    "ruby php perl scala haskell elixir erlang clojure lua r julia dart bash zsh fish powershell "
-    "sh "
-    "sql postgresql postgres mysql sqlite mariadb oracle mongodb redis react vue angular svelte "
-    "nextjs nodejs node deno django flask fastapi rails laravel spring express pandas polars numpy "
-    "pytorch tensorflow jquery requests aiohttp httpx argparse click typer pytest unittest junit "
-    "docker podman kubernetes terraform ansible linux windows macos ubuntu debian fedora dotnet"
+    "python javascript js typescript ts java kotlin swift go golang rust c cplusplus csharp "
+    "fsharp ruby php perl scala haskell elixir erlang clojure lua r julia dart bash zsh fish "
+    "powershell sh sql postgresql postgres mysql sqlite mariadb oracle mongodb redis react vue "
+    "angular svelte nextjs nodejs node deno django flask fastapi rails laravel spring express "
+    "pandas polars numpy pytorch tensorflow jquery requests aiohttp httpx argparse click typer "
+    "pytest unittest junit docker podman kubernetes terraform ansible linux windows macos ubuntu "
+    "debian fedora dotnet"
 )
 _ALL_LANGUAGE_WORDS = _NATURAL_LANGUAGES | _PROGRAMMING_WORDS
 _UNIT_WORDS = _words(
     "second seconds minute minutes hour hours day days week weeks month months year years decade "
     "kg g mg lb lbs oz gram grams kilogram kilograms pound pounds ounce ounces km m cm mm mile "
-    "miles "
-    "meter meters metre metres foot feet inch inches litre liter litres liters ml gallon gallons "
-    "celsius fahrenheit c f % $ € £ ¥ ₹ euro euros dollar dollars usd eur gbp"
+    "miles meter meters metre metres foot feet inch inches litre liter litres liters ml gallon "
+    "gallons celsius fahrenheit c f % $ € £ ¥ ₹ euro euros dollar dollars usd eur gbp"
 )
 _NEGATIVE_VERBS = _words("avoid avoiding evitar éviter vermeiden evitare 避")
 _DIRECTION_WORDS = _words(
     "ascending descending upload download import export increase decrease raise raising lower "
     "lowering cut cutting high low higher lower buy sell encrypt decrypt compress decompress "
-    "encode decode "
-    "serialize deserialize landlord tenant employer employee buyer seller forward back local "
-    "remote "
-    "reverse push pull send receive lend borrow inbound outbound upstream downstream input output "
-    "min max minimum maximum north south east west left right before after"
+    "encode decode serialize deserialize landlord tenant employer employee buyer seller forward "
+    "back local remote reverse push pull send receive lend borrow inbound outbound upstream "
+    "downstream input output min max minimum maximum north south east west left right before "
+    "after"
 )
 _AUDIENCE_WORDS = _words(
     "child children kid kids toddler beginner beginners novice newbie expert experts professional "
