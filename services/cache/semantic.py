@@ -1,20 +1,22 @@
 """The guard that decides whether a semantic cache hit may be served.
 
 Cosine similarity of sentence embeddings cannot tell "How many legs does a spider have?"
-from "How many legs does an ant have?": near misses that change one entity, number,
-negation or direction often score above 0.95, while true paraphrases spread from 0.5 to
-1.0. So a hit is served only when the similarity passes a threshold *and* a lexical
-comparison finds no difference that could change the response: the same natural language,
-the same numbers and operators, the same negations, the same format and length
-constraints, the same quoted strings and code, and the same content words in the same
-roles. What the comparison may ignore is listed below: letter case, punctuation, word
-forms (by Snowball stemming), function words, politeness and filler, question frames
-("how do I" or "what are the steps to"), British or American spelling, and reordering
-that keeps every word in the same clause and role.
+from "How many legs does an ant have?". On hand-labelled pairs, all-MiniLM-L6-v2 scored
+many near misses (one entity, number, negation or direction changed) above 0.95, and true
+paraphrases anywhere from 0.5 to 1.0. So a hit is served only when the similarity passes
+a threshold and a lexical comparison finds no difference that could change the response.
+Both prompts must be in the same natural language and contain the same numbers and
+operators, negations, format and length constraints, quoted strings and code, and the
+same content words in the same roles.
 
-The guard prefers a miss to a wrong answer. Synonyms ("delivery" and "shipping") are
-treated as different words, because no list of synonyms separates them from swaps such
-as "ibuprofen" and "paracetamol", and sentence embeddings rate both kinds alike.
+The comparison ignores letter case, punctuation, word forms (Snowball stemming, except
+for the English past tense), function words, politeness and filler, question frames ("how
+do I", "what are the steps to"), British against American spelling, and reordering that
+keeps every word in its clause and role.
+
+The guard prefers a miss to a wrong response. Synonyms ("delivery" and "shipping") count
+as different words, because no list of synonyms separates them from swaps such as
+"ibuprofen" and "paracetamol", and sentence embeddings rate both kinds alike.
 """
 
 from __future__ import annotations
