@@ -312,8 +312,9 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     """Return GELU(x) = x * Phi(x), with erf from the Abramowitz and Stegun approximation."""
     flat = x.reshape(-1)
     result = np.empty_like(flat)
-    # Blocks of 256 KiB stay in the L2 cache across the dozen passes below. On whole arrays
-    # this function took 10.9 ms for 640 x 1536 values on 2 cores, and 2.8 ms in blocks.
+    # Blocks of 256 KiB stay in the L2 cache across the dozen passes below. For 640 x 1536
+    # values on 2 cores, whole arrays took 5.2 ms in place (10.9 ms with temporaries) and
+    # blocks 2.8 ms.
     block = min(_GELU_BLOCK, flat.size)
     t = np.empty(block, dtype=np.float32)
     decay = np.empty(block, dtype=np.float32)
