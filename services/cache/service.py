@@ -20,7 +20,7 @@ from services.cache import metrics
 from services.cache.embeddings import Embedder
 from services.cache.keys import exact_key, semantic_scope
 from services.cache.semantic import decide
-from services.cache.store import ExactCache, SemanticStore
+from services.cache.store import CacheUnavailableError, ExactCache, SemanticStore
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,16 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         _require_tenant(request.tenant)
         chat_request = _json_object(request.request_json, "request_json")
 
+        try:
+            return await self._lookup(request, chat_request)
+        except CacheUnavailableError as exc:
+            # A store that is down makes a miss, not a failed request.
+            logger.warning("cache backend unavailable; answering miss", extra={"reason": exc.reason,
+                                                                                "backend": exc.metadata.get("backend")})
+            self._count("misses", "miss")
+            return pb.LookupResponse(result=pb.LOOKUP_RESULT_MISS)
+
+    async def _lookup(self, request: pb.LookupRequest, chat_request: dict[str, Any]) -> pb.LookupResponse:
         cached = await self.exact.get(exact_key(request.tenant, chat_request))
         if cached is not None:
             self._count("exact_hits", "exact")
@@ -114,15 +124,20 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         chat_request = _json_object(request.request_json, "request_json")
         _json_object(request.response_json, "response_json")
 
-        await self.exact.set(exact_key(request.tenant, chat_request), request.response_json)
-        scope = semantic_scope(chat_request)
-        if scope is None or self.semantic is None or self.embeddings is None:
-            return pb.StoreResponse(semantic_stored=False)
-        embedding = await self.embeddings.embed(scope.prompt_text)
-        await self.semantic.add(
-            request.tenant, str(chat_request.get("model", "")), scope.context_hash, scope.prompt_text, embedding,
-            request.response_json,
-        )
+        try:
+            await self.exact.set(exact_key(request.tenant, chat_request), request.response_json)
+            scope = semantic_scope(chat_request)
+            if scope is None or self.semantic is None or self.embeddings is None:
+                return pb.StoreResponse(semantic_stored=False)
+            embedding = await self.embeddings.embed(scope.prompt_text)
+            await self.semantic.add(
+                request.tenant, str(chat_request.get("model", "")), scope.context_hash, scope.prompt_text, embedding,
+                request.response_json,
+            )
+        except CacheUnavailableError as exc:
+            logger.warning("cache backend unavailable; answer not stored",
+                           extra={"reason": exc.reason, "backend": exc.metadata.get("backend")})
+            raise
         return pb.StoreResponse(semantic_stored=True)
 
     async def Invalidate(  # noqa: N802 - name fixed by the proto
