@@ -8,8 +8,8 @@ CREATE TABLE IF NOT EXISTS security_audit_events (
     key_id              text NOT NULL,
     model               text NULL,
     action              text NOT NULL,
-    allowed             boolean NOT NULL,
-    reason              text NOT NULL,               -- UPPER_SNAKE reason code
+    decision            text NOT NULL CHECK (decision IN ('allowed', 'denied')),
+    reason              text NOT NULL,               -- UPPER_SNAKE reason code, '' when allowed
     pii_counts          jsonb NOT NULL DEFAULT '{}', -- entity type -> number redacted
     injection_technique text NULL,
     injection_score     real NULL
