@@ -8,7 +8,8 @@ from urllib.parse import quote
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key of a tenant; key ids are only unique within their tenant."""
+    """An API key of a tenant. Budgets and limits are kept per tenant and key id, so equal
+    key ids of two tenants never share them."""
 
     tenant: str
     key_id: str

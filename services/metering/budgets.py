@@ -39,12 +39,13 @@ logger = logging.getLogger(__name__)
 
 NANOS_PER_USD = 10**9
 
-# Redis forgets a key's spend after this long without traffic and reloads it from the
-# ledger on the next use, so idle keys do not occupy memory forever.
+# Redis drops a key's spend after this long without traffic, and the next use reloads it
+# from the ledger, so idle keys do not occupy memory forever.
 IDLE_TTL_S = 24 * 3600
 
-# Marks a request id as settled in Redis, so that a Settle repeated on another replica
-# while the database is down (when the ledger cannot tell) adds its cost only once.
+# Lifetime of the Redis marker of a request id whose row went to an outbox. The marker
+# makes a repeat of that Settle on another replica add the cost only once while the
+# ledger cannot tell. Markers are only written during database outages.
 SETTLED_MARKER_TTL_S = 3600
 
 # Suggested wait when open reservations, not spend, block a request: reservations end
@@ -88,12 +89,12 @@ class Reservation:
 
 
 class BudgetStore(Protocol):
-    """Where spend and open reservations are kept: this process or Redis."""
+    """Storage of spend and open reservations, in this process or in Redis."""
 
     async def reserve(
         self, key: ApiKey, request_id: str, estimate: int, budget: int
     ) -> Reservation | None:
-        """Reserve ``estimate`` if it fits; None when the key's spend is not loaded yet.
+        """Reserve ``estimate`` if it fits, or return None when the key's spend is not loaded yet.
 
         A repeated request id with an open reservation is admitted again without a
         second reservation.
@@ -104,11 +105,13 @@ class BudgetStore(Protocol):
         """Store the spend read from the ledger, unless the store already has one."""
         ...
 
-    async def settle(self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool) -> bool:
+    async def settle(
+        self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool, mark_settled: bool
+    ) -> bool:
         """Release the request's reservation and, when ``add_spend``, add ``cost`` to the spend.
 
-        Returns False when the store knows this request id was settled before, in which
-        case nothing is added.
+        ``mark_settled`` records the request id as settled. Returns False, and adds
+        nothing, when the store finds the request id marked from an earlier call.
         """
         ...
 
@@ -158,13 +161,22 @@ class Budgets:
         return max(budget - result.spend - result.reserved, 0) / NANOS_PER_USD
 
     async def settle(
-        self, key: ApiKey, request_id: str, cost_usd: Decimal, *, add_spend: bool
+        self, key: ApiKey, request_id: str, cost_usd: Decimal, *, ledger_result: bool | None
     ) -> bool:
-        """Replace the request's reservation with its cost (or only release it).
+        """Replace the request's reservation with its cost, given what the ledger did with the row.
 
-        Returns False when the store knows the request id was settled before.
+        ``ledger_result`` is the return value of ``Ledger.record``. When the row was a
+        duplicate (False), the reservation is only released. When the row went to the
+        outbox (None), the request id is marked as settled. Returns False when the store
+        finds the request id marked as settled by an earlier call.
         """
-        return await self.store.settle(key, request_id, usd_to_nanos(cost_usd), add_spend=add_spend)
+        return await self.store.settle(
+            key,
+            request_id,
+            usd_to_nanos(cost_usd),
+            add_spend=ledger_result is not False,
+            mark_settled=ledger_result is None,
+        )
 
     async def _load(self, key: ApiKey) -> None:
         # Concurrent Admits of a key that is not loaded share one ledger query.
@@ -251,14 +263,16 @@ class LocalBudgetStore:
             if account.spend is None:
                 account.spend = spend
 
-    async def settle(self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool) -> bool:
+    async def settle(
+        self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool, mark_settled: bool
+    ) -> bool:
         async with self._lock:
             account = self._accounts.get(key)
             if account is None:
                 return True
-            held = account.reservations.pop(request_id, None)
-            if held is not None:
-                account.reserved -= held[0]
+            reservation = account.reservations.pop(request_id, None)
+            if reservation is not None:
+                account.reserved -= reservation[0]
             if add_spend and account.spend is not None:
                 account.spend += cost
             self._expire(account)
@@ -279,13 +293,16 @@ class LocalBudgetStore:
             account.reserved -= amount
 
 
-# Lua numbers print in exponent notation from 1e14 on, which Redis rejects as an
-# integer, so the scripts pass amounts to Redis commands as the strings they received.
-_EXPIRE_RESERVATIONS = """
+# Lua 5.1 in Redis 7 turns numbers from 1e14 on into exponent notation ("1e+15"), which
+# Redis rejects as an integer, so the scripts pass amounts on as the strings they received.
+_NEGATED = """
 local function negated(amount)
   if amount == '0' then return '0' end
   return '-' .. amount
 end
+"""
+
+_EXPIRE_RESERVATIONS = """
 local function expire_reservations(budget_key, expiry_key, now)
   local expired = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', now)
   for _, id in ipairs(expired) do
@@ -304,9 +321,7 @@ end
 # KEYS: budget hash (spend, reserved, r:<request id>), sorted set of reservation expiry
 # times in ms. ARGV: request id, estimate, budget, reservation TTL ms, idle TTL ms.
 # Returns {-1, 0, 0} when the spend is not loaded, else {admitted 1|0, spend, reserved}.
-_RESERVE = (
-    _EXPIRE_RESERVATIONS
-    + """
+_RESERVE_BODY = """
 local spend = redis.call('HGET', KEYS[1], 'spend')
 if not spend then
   return {-1, 0, 0}
@@ -332,18 +347,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {1, spend, reserved + estimate}
 """
-)
+_RESERVE = _NEGATED + _EXPIRE_RESERVATIONS + _RESERVE_BODY
 
-# KEYS: budget hash, expiry sorted set, settled marker. ARGV: request id, cost,
-# add spend 1|0, marker TTL ms, idle TTL ms. Returns 1 unless the marker already existed.
-_SETTLE = (
-    _EXPIRE_RESERVATIONS
-    + """
+# KEYS: budget hash, expiry sorted set, settled marker. ARGV: request id, cost, mode
+# (0 release only, 1 add spend, 2 add spend and mark settled), marker TTL ms, idle TTL ms.
+# Returns 0 when the marker existed before, else 1.
+_SETTLE_BODY = """
 local first = 1
-if ARGV[3] == '1' then
+if ARGV[3] == '2' then
   if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
     first = 0
   end
+elseif ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  first = 0
 end
 local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
 if amount then
@@ -351,14 +367,14 @@ if amount then
   redis.call('HINCRBY', KEYS[1], 'reserved', negated(amount))
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
-if ARGV[3] == '1' and first == 1 and redis.call('HEXISTS', KEYS[1], 'spend') == 1 then
+if ARGV[3] ~= '0' and first == 1 and redis.call('HEXISTS', KEYS[1], 'spend') == 1 then
   redis.call('HINCRBY', KEYS[1], 'spend', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 return first
 """
-)
+_SETTLE = _NEGATED + _SETTLE_BODY
 
 
 def store_unavailable() -> UnavailableError:
@@ -418,7 +434,12 @@ class RedisBudgetStore:
             logger.warning("storing spend in Redis failed", extra={"error": repr(exc)})
             raise store_unavailable() from exc
 
-    async def settle(self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool) -> bool:
+    async def settle(
+        self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool, mark_settled: bool
+    ) -> bool:
+        mode = "0"
+        if add_spend:
+            mode = "2" if mark_settled else "1"
         marker = f"{self._prefix}settled:{key.redis_tag}:{request_id}"
         try:
             first = await self._settle(
@@ -426,7 +447,7 @@ class RedisBudgetStore:
                 args=[
                     request_id,
                     str(cost),
-                    "1" if add_spend else "0",
+                    mode,
                     str(SETTLED_MARKER_TTL_S * 1000),
                     self._idle_ttl_ms,
                 ],

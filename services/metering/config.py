@@ -18,7 +18,7 @@ class MeteringConfig:
     """Settings of one metering process."""
 
     database_url: str
-    """libpq URL or key=value string of the PostgreSQL database that holds the ledger."""
+    """libpq URL or key=value string of the PostgreSQL database of the ledger."""
     listen: str = "127.0.0.1:50054"
     """``host:port`` of the gRPC listener; port 0 picks a free port."""
     metrics_port: int | None = 9104
@@ -72,6 +72,12 @@ class MeteringConfig:
         except Exception:
             # The message of the parse error may quote the password, so it is not chained.
             raise ConfigError(f"{env.name('DATABASE_URL')} is not a valid PostgreSQL URL") from None
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(
+                f"{env.name('REDIS_URL')} must start with redis://, rediss:// or unix://"
+            )
         if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
             raise ConfigError(
                 f"{env.name('METRICS_PORT')}={self.metrics_port} is not a port: "

@@ -156,8 +156,8 @@ class Ledger:
             min_size=1,
             max_size=pool_max_size,
             open=False,
-            # Every call waits at most this long for a connection. A Settle then queues
-            # its row and an Admit fails, well within the router's deadline of seconds.
+            # Every call waits at most this long for a connection, so during an outage a
+            # Settle queues its row, and an Admit fails, before the caller's deadline.
             timeout=connection_timeout_s,
             kwargs={"autocommit": True},
             configure=self._configure,
@@ -185,7 +185,7 @@ class Ledger:
             raise
 
     async def close(self) -> None:
-        """Write what the outbox still holds (within the flush timeout), then close the pool."""
+        """Write what the outbox still contains (within the flush timeout), then close the pool."""
         await self.outbox.close(self._flush_timeout_s)
         await self._pool.close()
 
@@ -222,7 +222,7 @@ class Ledger:
         if record.request_id in self.outbox:
             return False
         if len(self.outbox):
-            # The database failed recently: keep the arrival order and answer at once
+            # The database failed recently: keep the arrival order and return at once
             # while the outbox task finds out whether it is back.
             self.outbox.add(record)
             return None

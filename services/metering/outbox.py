@@ -1,13 +1,13 @@
 """A bounded in-memory queue of settlements that the ledger could not write yet.
 
-While the database is unreachable, Settle puts the usage here and answers at once, and a
+While the database is unreachable, Settle puts the usage here and returns at once, and a
 background task retries the writes with exponential backoff until the queue is empty.
 
 NOTE: the queue lives only in this process. If the process dies (SIGKILL, OOM, node
-loss) while the database is down, the queued rows are lost: the ledger and GetUsage
-miss them. Budget spend already counted in Redis survives, and the in-process budget
-store is lost with the process anyway. A clean shutdown retries once more and then logs
-every row it could not write at ERROR, so an operator can replay them.
+loss) while the database is down, the queued rows are lost. The ledger and GetUsage
+miss them, and so does any spend loaded from the ledger later. A key's spend already
+in Redis keeps their cost until it expires. A clean shutdown retries once more and then
+logs every row it could not write at ERROR, so an operator can replay them.
 """
 
 from __future__ import annotations

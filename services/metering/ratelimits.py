@@ -78,7 +78,7 @@ def overshoot(new_tat: float, now: float) -> float:
 
 
 class RateLimitStore(Protocol):
-    """Where the TATs and the charged request ids are kept: this process or Redis."""
+    """Storage of the TATs and the charged request ids, in this process or in Redis."""
 
     async def acquire(self, key: ApiKey, request_id: str, tokens: int) -> Decision:
         """Charge one request and ``tokens`` if both limits allow it."""

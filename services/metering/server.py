@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from aigateway.metering.v1 import metering_service_pb2 as pb
 from aigateway.metering.v1 import metering_service_pb2_grpc as pb_grpc
 from redis.asyncio import Redis
@@ -37,7 +38,14 @@ async def build(config: MeteringConfig) -> ServiceSpec:
         outbox_max_rows=config.outbox_max_rows,
         flush_timeout_s=config.flush_timeout_s,
     )
-    await ledger.open()
+    try:
+        await ledger.open()
+    except psycopg.OperationalError as exc:
+        logger.error(
+            "could not open the ledger database",
+            extra={"database": config.summary()["database"], "error": repr(exc)},
+        )
+        raise
 
     limits = RateLimits(config.rpm_limit, config.tpm_limit)
     redis: Redis | None = None
@@ -82,7 +90,8 @@ async def build(config: MeteringConfig) -> ServiceSpec:
 
 
 async def _check_redis(redis: Redis) -> None:
-    # Redis may come up after this service; until it does, Admit returns UNAVAILABLE.
+    # Redis may come up after this service. Until it does, every Admit that needs Redis
+    # (a budget or a rate limit) returns UNAVAILABLE.
     try:
         await redis.ping()
     except RedisError as exc:

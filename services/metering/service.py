@@ -24,10 +24,11 @@ from services.metering.ratelimits import RateLimiter
 logger = logging.getLogger(__name__)
 
 MAX_ID_CHARS = 256
-"""Longest request id, tenant, key id, model, deployment or provider accepted."""
+"""Maximum length in characters of a request id, tenant, key id, model, deployment or provider."""
 
 MAX_COST_USD = 1_000_000.0
-"""Highest cost or estimate of one request; anything above is taken for a unit error."""
+"""Maximum cost or estimate of one request in US dollars. A larger value is most likely a
+unit error, such as micro-dollars sent as dollars."""
 
 # The documented outcomes are ok, cache_hit, error and cancelled. Other short lowercase
 # words are stored as sent (and counted as `other` in metrics), so a new outcome in the
@@ -71,7 +72,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
     ) -> pb.SettleResponse:
         """Write the request's usage to the ledger once and replace its reservation with the cost.
 
-        Answers even while the database is down: the row then waits in the outbox.
+        Returns even while the database is down, because the row then waits in the outbox.
         Raises InvalidRequestError for a missing or invalid field, and UnavailableError
         when the database is down and the outbox is full.
         """
@@ -79,8 +80,9 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
         key = ApiKey(record.tenant, record.key_id)
 
         written = await self.ledger.record(record)
-        first = await self._settle_budget(key, record, add_spend=written is not False)
-        # Without a database answer, the budget store's settled marker decides.
+        first = await self._settle_budget(key, record, written)
+        # When the row was queued, the ledger could not tell a repeat, so the budget
+        # store's settled marker decides.
         recorded = first if written is None else written
         if recorded:
             await self._charge_tokens(key, record)
@@ -130,14 +132,14 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
             ],
         )
 
-    async def _settle_budget(self, key: ApiKey, record: UsageRecord, *, add_spend: bool) -> bool:
+    async def _settle_budget(self, key: ApiKey, record: UsageRecord, written: bool | None) -> bool:
         # The ledger row is written (or queued) by now, and it is the record that counts.
         # A Redis failure here therefore does not fail the Settle. NOTE: the cost is then
         # missing from the key's cached spend in Redis until the spend expires after a
         # day without traffic and is reloaded from the ledger.
         try:
             return await self.budgets.settle(
-                key, record.request_id, record.cost_usd, add_spend=add_spend
+                key, record.request_id, record.cost_usd, ledger_result=written
             )
         except UnavailableError:
             logger.warning(

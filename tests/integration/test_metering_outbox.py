@@ -1,4 +1,4 @@
-"""Settle keeps answering while PostgreSQL is stopped, and the rows arrive once it is back."""
+"""Settle keeps responding while PostgreSQL is stopped, and the rows arrive once it is back."""
 
 from __future__ import annotations
 

@@ -134,12 +134,16 @@ async def test_stops_cleanly_on_sigterm(launch_metering: Launch, pg_database: st
         }
     )
     serving = await service.wait_for_log("serving")
+    # The process installs its signal handlers just after the "serving" line, so a health
+    # answer proves a SIGTERM from now on takes the graceful path.
+    status = await _health(grpc_port)
 
     service.process.send_signal(signal.SIGTERM)
     stopped = await service.wait_for_log("stopped", timeout_s=10)
     code = await asyncio.wait_for(service.process.wait(), timeout=10)
 
     assert serving["config"]["database"].endswith(pg_database.rpartition("/")[2])  # type: ignore[index]
+    assert status == health_pb2.HealthCheckResponse.SERVING
     assert stopped["service"] == "metering"
     assert code == 0
 

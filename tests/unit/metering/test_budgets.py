@@ -21,7 +21,7 @@ KEY = ApiKey("acme", "key-1")
 
 
 class FakeClock:
-    """A monotonic clock that moves only when told."""
+    """A monotonic clock that advances only when a test changes ``now``."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -125,7 +125,7 @@ async def test_settle_replaces_reservation() -> None:
     budgets, _, _ = make_budgets()
     await budgets.reserve(KEY, "r1", 0.60, 1.0)
 
-    await budgets.settle(KEY, "r1", Decimal("0.10"), add_spend=True)
+    await budgets.settle(KEY, "r1", Decimal("0.10"), ledger_result=True)
     remaining = await budgets.reserve(KEY, "r2", 0.60, 1.0)
 
     assert remaining == pytest.approx(0.30)
@@ -135,7 +135,7 @@ async def test_release_without_spend() -> None:
     budgets, _, _ = make_budgets()
     await budgets.reserve(KEY, "r1", 0.60, 1.0)
 
-    await budgets.settle(KEY, "r1", Decimal("0.60"), add_spend=False)
+    await budgets.settle(KEY, "r1", Decimal("0.60"), ledger_result=False)
     remaining = await budgets.reserve(KEY, "r2", 0.50, 1.0)
 
     assert remaining == pytest.approx(0.50)
@@ -200,7 +200,7 @@ async def test_settle_before_load_is_ignored() -> None:
     # The spend is not loaded, so the ledger row (already written) will be read instead.
     budgets, _, _ = make_budgets(LedgerSpend({KEY: Decimal("0.50")}))
 
-    first = await budgets.settle(KEY, "r0", Decimal("0.50"), add_spend=True)
+    first = await budgets.settle(KEY, "r0", Decimal("0.50"), ledger_result=True)
     remaining = await budgets.reserve(KEY, "r1", 0.10, 1.0)
 
     assert first is True

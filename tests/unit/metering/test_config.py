@@ -69,6 +69,7 @@ def test_missing_database_url_names_variable() -> None:
         ("METERING_OUTBOX_MAX_ROWS", "0"),
         ("METERING_DRAIN_S", "-2"),
         ("METERING_LOG_LEVEL", "loud"),
+        ("METERING_REDIS_URL", "cache:6379"),
     ],
 )
 def test_invalid_value_names_variable(name: str, value: str) -> None:

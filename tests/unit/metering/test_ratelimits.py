@@ -18,7 +18,7 @@ KEY = ApiKey("acme", "key-1")
 
 
 class FakeClock:
-    """A monotonic clock that moves only when told."""
+    """A monotonic clock that advances only when a test changes ``now``."""
 
     def __init__(self) -> None:
         self.now = 500.0

@@ -18,7 +18,7 @@ from tests.fixtures.metering import principal, settle_request
 
 
 class StandInLedger:
-    """Answers ``record`` with a fixed result and remembers what it was given."""
+    """Return a fixed result from ``record`` and keep every record passed in."""
 
     def __init__(self, result: bool | None) -> None:
         self.result = result
@@ -35,7 +35,9 @@ class StandInLedger:
 class BrokenBudgetStore(LocalBudgetStore):
     """Fails every settlement, as Redis does when it is down."""
 
-    async def settle(self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool) -> bool:
+    async def settle(
+        self, key: ApiKey, request_id: str, cost: int, *, add_spend: bool, mark_settled: bool
+    ) -> bool:
         raise UnavailableError("down", reason="STORE_UNAVAILABLE")
 
 
