@@ -250,6 +250,11 @@ async def start(spec: ServiceSpec) -> RunningServer:
 
 async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    # Handlers first, so that a SIGTERM right after start still shuts down gracefully.
+    stop_event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_event.set)
     if spec.metrics_port is not None:
         start_http_server(spec.metrics_port, addr="127.0.0.1")
     running = await start(spec)
@@ -258,10 +263,6 @@ async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]
         extra={"version": version, "address": spec.listen.rpartition(":")[0], "port": running.port,
                "metrics_port": spec.metrics_port, "config": config_summary},
     )
-    stop_event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_event.set)
     await stop_event.wait()
     logger.info("stopping", extra={"drain_s": spec.drain_s, "grace_s": spec.grace_s})
     await running.stop()

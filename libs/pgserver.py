@@ -80,15 +80,14 @@ class EmbeddedPostgres:
 
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                [
+                self._as_server_user([
                     str(bin_dir / "postgres"), "-D", str(self.data_dir),
                     "-p", str(self.port), "-c", f"listen_addresses={self.host}",
                     "-c", f"unix_socket_directories={self.data_dir}",
                     "-c", "max_connections=200", "-c", "fsync=on",
                     "-c", "shared_buffers=64MB",
-                ],
-                stdout=log_file, stderr=subprocess.STDOUT, user=self._os_user,
-                start_new_session=True,
+                ]),
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._wait_ready(bin_dir, timeout_s, log_path)
         logger.info("postgres started", extra={"port": self.port, "data_dir": str(self.data_dir)})
@@ -122,6 +121,14 @@ class EmbeddedPostgres:
             self.process.kill()
             self.process.wait()
         logger.info("postgres stopped", extra={"port": self.port})
+
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        # runuser rather than subprocess's user=: switching users in the forked child
+        # rules out vfork, and a plain fork runs gRPC's fork handlers, which crash
+        # now and then when grpc is loaded in this process.
+        if self._os_user is None:
+            return argv
+        return ["runuser", "-u", self._os_user, "--", *argv]
 
     def _prepare_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,10 +180,7 @@ class EmbeddedPostgres:
         raise PostgresStartError(f"postgres did not accept connections on port {self.port} within {timeout_s} s")
 
     def _run(self, argv: list[str], what: str) -> str:
-        result = subprocess.run(
-            argv, capture_output=True, text=True, user=self._os_user, check=False,
-            cwd="/",
-        )
+        result = subprocess.run(self._as_server_user(argv), capture_output=True, text=True, check=False, cwd="/")
         if result.returncode != 0:
             raise PostgresStartError(f"{what} failed with code {result.returncode}: {result.stderr.strip()}")
         return result.stdout

@@ -35,7 +35,6 @@ unit error, such as micro-dollars sent as dollars."""
 # router does not make Settle drop usage.
 _OUTCOME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
-_INT32_MAX = 2**31 - 1
 
 
 class MeteringServicer(pb_grpc.MeteringServiceServicer):
@@ -112,20 +111,18 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
 
         report = await self.ledger.usage(request.tenant, request.key_id, start, end)
 
-        # NOTE: the proto's sums are int32, so a tenant's tokens above 2,147,483,647 in
-        # one range are reported as that maximum.
         return pb.GetUsageResponse(
-            requests=_int32(report.requests),
-            prompt_tokens=_int32(report.prompt_tokens),
-            completion_tokens=_int32(report.completion_tokens),
+            requests=(report.requests),
+            prompt_tokens=(report.prompt_tokens),
+            completion_tokens=(report.completion_tokens),
             cost_usd=float(report.cost_usd),
             models=[
                 pb.ModelUsage(
                     model=usage.model,
-                    requests=_int32(usage.requests),
-                    prompt_tokens=_int32(usage.prompt_tokens),
-                    completion_tokens=_int32(usage.completion_tokens),
-                    cached_tokens=_int32(usage.cached_tokens),
+                    requests=(usage.requests),
+                    prompt_tokens=(usage.prompt_tokens),
+                    completion_tokens=(usage.completion_tokens),
+                    cached_tokens=(usage.cached_tokens),
                     cost_usd=float(usage.cost_usd),
                 )
                 for usage in report.models
@@ -313,6 +310,3 @@ def _optional_time(request: pb.SettleRequest | pb.GetUsageRequest, name: str) ->
             f"{name} is not a valid timestamp", reason="INVALID_TIMESTAMP", param=name
         ) from None
 
-
-def _int32(value: int) -> int:
-    return min(value, _INT32_MAX)

@@ -64,7 +64,7 @@ class MeteringServiceServicer:
         """Admit a request: check rate limits and reserve its estimated cost. Idempotent per
         request id. Returns RESOURCE_EXHAUSTED with `QuotaFailure` and `RetryInfo` (reason
         BUDGET_EXCEEDED or RATE_LIMITED) when it may not run, INVALID_ARGUMENT for a missing
-        request id or principal.
+        request id or principal, UNAVAILABLE when the budget or ledger store cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,8 +72,10 @@ class MeteringServiceServicer:
 
     def Settle(self, request, context):
         """Record the usage of a finished request and release its reservation. Idempotent per
-        request id: a repeat returns `recorded = false` and changes nothing.
-        Returns INVALID_ARGUMENT for a missing request id or principal.
+        request id: a repeat returns `recorded = false` and changes nothing. While the
+        ledger database is down the row waits in an outbox and the call still succeeds.
+        Returns INVALID_ARGUMENT for a missing request id or principal, UNAVAILABLE when
+        the outbox is full (the caller keeps the usage and retries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,7 +83,8 @@ class MeteringServiceServicer:
 
     def GetUsage(self, request, context):
         """Sum the ledger for a tenant over a time range.
-        Returns INVALID_ARGUMENT for an empty tenant or a range that ends before it starts.
+        Returns INVALID_ARGUMENT for an empty tenant or a range that ends before it starts,
+        UNAVAILABLE when the ledger database cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
