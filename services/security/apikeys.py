@@ -397,7 +397,7 @@ class ApiKeyStore:
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout, TimeoutError) as exc:
             logger.warning("api key database call failed", extra={"error": type(exc).__name__})
             raise UnavailableError(
-                "API key database unavailable; retry shortly",
+                "API key database unavailable: retry shortly",
                 reason="KEY_STORE_UNAVAILABLE",
                 retry_after_s=1.0,
             ) from exc
