@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -138,6 +141,33 @@ async def test_open_unreachable_database() -> None:
     assert caught.value.reason == "AUDIT_LOG_UNAVAILABLE"
 
 
+def stop_now(server: EmbeddedPostgres) -> None:
+    """Stop ``server`` with an immediate shutdown (SIGQUIT to the postmaster).
+
+    The postmaster's pid comes from ``postmaster.pid`` because ``server.process`` may be
+    a ``runuser`` wrapper that does not pass signals on. An immediate shutdown ends every
+    backend at once, so no pooled connection survives, and it skips the checkpoint that
+    a fast shutdown writes first.
+    """
+    pid_file = server.data_dir / "postmaster.pid"
+    if pid_file.exists():
+        postmaster = int(pid_file.read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(postmaster, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+    if server.process is not None and server.process.poll() is None:
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
 @pytest.fixture
 def own_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL of this test's own, so the test may stop and restart it."""
@@ -146,7 +176,7 @@ def own_postgres() -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(root / "data")
     server.start()
     yield server
-    server.stop()
+    stop_now(server)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -166,7 +196,7 @@ async def test_outage_keeps_and_retries(
         log.record(event(1))
         assert await log.flush(timeout_s=5)
 
-        own_postgres.stop()
+        await asyncio.to_thread(stop_now, own_postgres)
         with caplog.at_level(logging.WARNING, logger="services.security.audit"):
             for number in range(2, 7):
                 log.record(event(number))
@@ -177,7 +207,7 @@ async def test_outage_keeps_and_retries(
         assert log.pending == 5
         assert log.written == 1
 
-        own_postgres.start()
+        await asyncio.to_thread(own_postgres.start)
         with caplog.at_level(logging.INFO, logger="services.security.audit"):
             assert await wait_until(lambda: log.pending == 0, timeout_s=20)
         assert any(r.message == "audit log writes resumed" for r in caplog.records)
@@ -194,7 +224,7 @@ async def test_close_during_outage_counts_loss(own_postgres: EmbeddedPostgres) -
         database_url + "?connect_timeout=1", connect_timeout_s=1.0, flush_interval_s=0.05,
         retry_initial_s=0.1, retry_max_s=0.2, write_timeout_s=1.0,
     )
-    own_postgres.stop()
+    await asyncio.to_thread(stop_now, own_postgres)
     for number in range(3):
         log.record(event(number))
     started = time.monotonic()
