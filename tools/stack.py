@@ -140,6 +140,24 @@ class Ports:
                 sock.close()
         return cls(**dict(zip([f.name for f in dataclasses.fields(cls)], numbers, strict=True)))
 
+    def check_free(self, skip: Iterable[str] = ()) -> None:
+        """Raise StackError naming the first port that a listener on 127.0.0.1 already uses."""
+        for field in dataclasses.fields(self):
+            if field.name in skip:
+                continue
+            port = getattr(self, field.name)
+            with socket.socket() as sock:
+                # SO_REUSEADDR ignores sockets in TIME_WAIT from a previous run but still
+                # fails on a live listener.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((HOST, port))
+                except OSError as error:
+                    raise StackError(
+                        f"port {port} on {HOST} is in use ({error.strerror}): stop the process "
+                        f"that listens there or set {self.variable(field.name)}"
+                    ) from None
+
     def check_distinct(self) -> None:
         """Raise StackError when two listeners share a port."""
         seen: dict[int, str] = {}
@@ -392,6 +410,9 @@ class Stack:
 
         Raises StackError naming the part that failed; whatever had started is stopped.
         """
+        # gRPC servers bind with SO_REUSEPORT, so a second stack on the same ports would
+        # start without an error and share traffic with the first.
+        self.ports.check_free(skip=["postgres"] if self.external_database_url else [])
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
