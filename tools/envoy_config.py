@@ -27,6 +27,7 @@ DEFAULT_MAX_BODY_BYTES = 32 * MIB
 # cut a slow response the client is still waiting for.
 DEFAULT_STREAM_IDLE_TIMEOUT_S = 600.0
 DEFAULT_AUTHZ_TIMEOUT_S = 3.0
+DEFAULT_MAX_CONNECTIONS = 50_000
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -183,6 +184,7 @@ def render_envoy_config(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
     authz_timeout_s: float = DEFAULT_AUTHZ_TIMEOUT_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> str:
     """Return the edge's Envoy configuration as YAML text.
 
@@ -210,6 +212,7 @@ def render_envoy_config(
         "max_body_bytes": max_body_bytes,
         "stream_idle_timeout": _duration(stream_idle_timeout_s),
         "authz_timeout": _duration(authz_timeout_s),
+        "max_connections": max_connections,
         # JSON is valid YAML, so lists and the Lua source go in as JSON flow values.
         "local_reply_mappers": json.dumps(
             local_reply_mappers(max_body_bytes, stream_idle_timeout_s)

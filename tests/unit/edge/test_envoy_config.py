@@ -186,3 +186,11 @@ def test_split_address_valid(address: str, expected: tuple[str, int]) -> None:
 def test_split_address_invalid(address: str) -> None:
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         split_address(address)
+
+
+def test_downstream_connections_are_capped() -> None:
+    config = _render(max_connections=1234)
+
+    monitor = config["overload_manager"]["resource_monitors"][0]
+    assert monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    assert monitor["typed_config"]["max_active_downstream_connections"] == 1234
