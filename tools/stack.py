@@ -663,7 +663,8 @@ class Stack:
             self.ports.router,
             self.ports.router_metrics,
             {
-                "ROUTER_CATALOG": str(DEMO_CATALOG),
+                # The demo catalog points every deployment at the simulator.
+            "ROUTER_CATALOG": self.environ.get("ROUTER_CATALOG") or str(DEMO_CATALOG),
                 "ROUTER_SECURITY_ADDR": self.security_address,
                 "ROUTER_CACHE_ADDR": self.cache_address,
                 "ROUTER_METERING_ADDR": self.metering_address,

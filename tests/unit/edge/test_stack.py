@@ -131,6 +131,13 @@ def test_caller_drain_setting_wins(tmp_path: Path) -> None:
     assert stack._router().env["ROUTER_DRAIN_S"] == "3"
 
 
+def test_caller_catalog_wins(tmp_path: Path) -> None:
+    stack = Stack(data_dir=tmp_path, environ={"ROUTER_CATALOG": "/etc/aigw/catalog.yaml"})
+    stack.database_urls = {"security": "", "cache": "", "metering": ""}
+
+    assert stack._router().env["ROUTER_CATALOG"] == "/etc/aigw/catalog.yaml"
+
+
 def test_child_exit_reports_log_tail(tmp_path: Path) -> None:
     script = "import sys; print('config error: ROUTER_CATALOG is missing'); sys.exit(3)"
     child = Child(
