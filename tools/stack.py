@@ -17,6 +17,9 @@ Environment:
   share, in place of the embedded one.
 - ``AIGW_REDIS_URL``: Redis for the router, cache and metering; unset, each keeps its
   state in process.
+- ``ROUTER_CATALOG``: the model catalog, default ``deploy/catalog/demo.yaml``, which
+  points every deployment at the simulator. Other service variables (such as
+  ``ROUTER_LOG_LEVEL``) pass through to the services unchanged.
 
 The installers (``make install``) put the binaries in place; this module installs nothing.
 Tests use :class:`Stack` directly with free ports and a temporary data directory.
