@@ -817,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start everything, print the OpenAI exports, stop on Ctrl-C")
-    sub.add_parser("ports", help="print the ports in use as JSON")
+    sub.add_parser("ports", help="print the configured ports as JSON")
     args = parser.parse_args(argv)
 
     if args.command == "ports":
