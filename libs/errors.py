@@ -166,8 +166,14 @@ class InternalError(GatewayError):
 _BY_CODE: dict[int, type[GatewayError]] = {
     cls.grpc_code.value[0]: cls
     for cls in (
-        InvalidRequestError, AuthenticationError, PermissionDeniedError, NotFoundError,
-        ResourceExhaustedError, UnavailableError, DeadlineExceededError, InternalError,
+        InvalidRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        ResourceExhaustedError,
+        UnavailableError,
+        DeadlineExceededError,
+        InternalError,
     )
 }
 
@@ -208,11 +214,21 @@ def from_rpc_error(error: grpc.aio.AioRpcError, dependency: str) -> GatewayError
                 return from_status(status)
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceededError(f"the {dependency} service did not answer in time", reason="DEPENDENCY_TIMEOUT",
-                                     metadata={"dependency": dependency})
+        return DeadlineExceededError(
+            f"the {dependency} service did not answer in time",
+            reason="DEPENDENCY_TIMEOUT",
+            metadata={"dependency": dependency},
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
-        return UnavailableError(f"the {dependency} service is unavailable", reason="DEPENDENCY_UNAVAILABLE",
-                                metadata={"dependency": dependency}, retry_after_s=1.0)
+        return UnavailableError(
+            f"the {dependency} service is unavailable",
+            reason="DEPENDENCY_UNAVAILABLE",
+            metadata={"dependency": dependency},
+            retry_after_s=1.0,
+        )
     cls = _BY_CODE.get(code.value[0], InternalError)
-    return cls(error.details() or f"the {dependency} service failed", reason=f"DEPENDENCY_{code.name}",
-               metadata={"dependency": dependency})
+    return cls(
+        error.details() or f"the {dependency} service failed",
+        reason=f"DEPENDENCY_{code.name}",
+        metadata={"dependency": dependency},
+    )

@@ -32,11 +32,13 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 RPC_REQUESTS = Counter(
-    "aigw_grpc_server_requests_total", "RPCs handled, by service, method and status code.",
+    "aigw_grpc_server_requests_total",
+    "RPCs handled, by service, method and status code.",
     ["grpc_service", "grpc_method", "grpc_code"],
 )
 RPC_DURATION = Histogram(
-    "aigw_grpc_server_request_duration_seconds", "Time to handle an RPC, in seconds.",
+    "aigw_grpc_server_request_duration_seconds",
+    "Time to handle an RPC, in seconds.",
     ["grpc_service", "grpc_method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
@@ -149,8 +151,12 @@ def _finish(service: str, method: str, code: grpc.StatusCode, started: float, er
     elapsed = time.perf_counter() - started
     RPC_REQUESTS.labels(service, method, code.name).inc()
     RPC_DURATION.labels(service, method).observe(elapsed)
-    extra = {"grpc_service": service, "grpc_method": method, "grpc_code": code.name,
-             "duration_ms": round(elapsed * 1000, 3)}
+    extra = {
+        "grpc_service": service,
+        "grpc_method": method,
+        "grpc_code": code.name,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
     if error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL:
         if isinstance(error, GatewayError):
             extra["reason"] = error.reason
@@ -260,8 +266,13 @@ async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]
     running = await start(spec)
     logger.info(
         "serving",
-        extra={"version": version, "address": spec.listen.rpartition(":")[0], "port": running.port,
-               "metrics_port": spec.metrics_port, "config": config_summary},
+        extra={
+            "version": version,
+            "address": spec.listen.rpartition(":")[0],
+            "port": running.port,
+            "metrics_port": spec.metrics_port,
+            "config": config_summary,
+        },
     )
     await stop_event.wait()
     logger.info("stopping", extra={"drain_s": spec.drain_s, "grace_s": spec.grace_s})

@@ -70,8 +70,16 @@ class EmbeddedPostgres:
         log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
-                [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
                 what="initdb",
             )
         stale_pid = self.data_dir / "postmaster.pid"
@@ -80,14 +88,28 @@ class EmbeddedPostgres:
 
         with open(log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                self._as_server_user([
-                    str(bin_dir / "postgres"), "-D", str(self.data_dir),
-                    "-p", str(self.port), "-c", f"listen_addresses={self.host}",
-                    "-c", f"unix_socket_directories={self.data_dir}",
-                    "-c", "max_connections=200", "-c", "fsync=on",
-                    "-c", "shared_buffers=64MB",
-                ]),
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                self._as_server_user(
+                    [
+                        str(bin_dir / "postgres"),
+                        "-D",
+                        str(self.data_dir),
+                        "-p",
+                        str(self.port),
+                        "-c",
+                        f"listen_addresses={self.host}",
+                        "-c",
+                        f"unix_socket_directories={self.data_dir}",
+                        "-c",
+                        "max_connections=200",
+                        "-c",
+                        "fsync=on",
+                        "-c",
+                        "shared_buffers=64MB",
+                    ]
+                ),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self._wait_ready(bin_dir, timeout_s, log_path)
         logger.info("postgres started", extra={"port": self.port, "data_dir": str(self.data_dir)})
@@ -159,9 +181,7 @@ class EmbeddedPostgres:
             return
         except PermissionError:
             pass
-        raise PostgresStartError(
-            f"a server (pid {pid}) already uses data directory {self.data_dir}: stop it first"
-        )
+        raise PostgresStartError(f"a server (pid {pid}) already uses data directory {self.data_dir}: stop it first")
 
     def _wait_ready(self, bin_dir: Path, timeout_s: float, log_path: Path) -> None:
         deadline = time.monotonic() + timeout_s

@@ -42,3 +42,10 @@ fi
 if [[ -f tools/install_cerbos.sh ]]; then
   log "cerbos: $(bash tools/install_cerbos.sh)"
 fi
+
+# The Node gRPC client that the end-to-end tests run.
+node_client="tests/e2e/node"
+if [[ -f "${node_client}/package-lock.json" && ! -d "${node_client}/node_modules/@grpc/grpc-js" ]]; then
+  log "installing the Node test client's packages"
+  (cd "${node_client}" && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -85,8 +85,10 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             return await self._lookup(request, chat_request)
         except CacheUnavailableError as exc:
             # A store that is down makes a miss, not a failed request.
-            logger.warning("cache backend unavailable; answering miss", extra={"reason": exc.reason,
-                                                                                "backend": exc.metadata.get("backend")})
+            logger.warning(
+                "cache backend unavailable; answering miss",
+                extra={"reason": exc.reason, "backend": exc.metadata.get("backend")},
+            )
             self._count("misses", "miss")
             return pb.LookupResponse(result=pb.LOOKUP_RESULT_MISS)
 
@@ -107,7 +109,8 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
                 if decision.accept:
                     self._count("semantic_hits", "semantic")
                     return pb.LookupResponse(
-                        result=pb.LOOKUP_RESULT_SEMANTIC_HIT, response_json=candidate.response,
+                        result=pb.LOOKUP_RESULT_SEMANTIC_HIT,
+                        response_json=candidate.response,
                         similarity=candidate.similarity,
                     )
                 self.stats["semantic_rejections"] += 1
@@ -131,12 +134,18 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
                 return pb.StoreResponse(semantic_stored=False)
             embedding = await self.embeddings.embed(scope.prompt_text)
             await self.semantic.add(
-                request.tenant, str(chat_request.get("model", "")), scope.context_hash, scope.prompt_text, embedding,
+                request.tenant,
+                str(chat_request.get("model", "")),
+                scope.context_hash,
+                scope.prompt_text,
+                embedding,
                 request.response_json,
             )
         except CacheUnavailableError as exc:
-            logger.warning("cache backend unavailable; answer not stored",
-                           extra={"reason": exc.reason, "backend": exc.metadata.get("backend")})
+            logger.warning(
+                "cache backend unavailable; answer not stored",
+                extra={"reason": exc.reason, "backend": exc.metadata.get("backend")},
+            )
             raise
         return pb.StoreResponse(semantic_stored=True)
 

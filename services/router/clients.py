@@ -31,8 +31,10 @@ logger = logging.getLogger(__name__)
 def principal_message(principal: Principal) -> principal_pb2.Principal:
     """Return the principal as its protobuf message."""
     message = principal_pb2.Principal(
-        tenant=principal.tenant, key_id=principal.key_id,
-        roles=principal.roles, allowed_models=principal.allowed_models,
+        tenant=principal.tenant,
+        key_id=principal.key_id,
+        roles=principal.roles,
+        allowed_models=principal.allowed_models,
     )
     if principal.budget_usd is not None:
         message.budget_usd = principal.budget_usd
@@ -68,8 +70,11 @@ class SecurityClient:
         """Screen the prompt's ``(role, text)`` pairs; raise PermissionDeniedError or
         InvalidRequestError when blocked."""
         message = security_pb.ScreenPromptRequest(
-            request_id=request_id, principal=principal_message(principal), model=model,
-            model_attributes=model_attributes, texts=[security_pb.PromptText(role=role, text=text) for role, text in texts],
+            request_id=request_id,
+            principal=principal_message(principal),
+            model=model,
+            model_attributes=model_attributes,
+            texts=[security_pb.PromptText(role=role, text=text) for role, text in texts],
         )
         try:
             response = await self.stub.ScreenPrompt(message, timeout=self.timeout_s)
@@ -174,8 +179,9 @@ class MeteringClient:
                 logger.error("settlement rejected", extra={"reason": error.reason})
                 return
             self._enqueue(message)
-            logger.warning("settlement failed; queued for retry",
-                           extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)})
+            logger.warning(
+                "settlement failed; queued for retry", extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)}
+            )
 
     def _enqueue(self, message: metering_pb.SettleRequest) -> None:
         if len(self.outbox) >= self.outbox_limit:

@@ -43,8 +43,17 @@ def params_to_request(params: chat_pb2.ChatCompletionParams) -> dict[str, Any]:
         request["response_format"] = _response_format_to_dict(params.response_format)
     if params.stop:
         request["stop"] = list(params.stop)
-    for name in ("parallel_tool_calls", "n", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed",
-                 "presence_penalty", "frequency_penalty"):
+    for name in (
+        "parallel_tool_calls",
+        "n",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
         if params.HasField(name):
             request[name] = getattr(params, name)
     if params.user:
@@ -79,8 +88,11 @@ def _message_to_dict(message: chat_pb2.ChatMessage) -> dict[str, Any]:
         result["name"] = message.name
     if message.tool_calls:
         result["tool_calls"] = [
-            {"id": call.id, "type": call.type or "function",
-             "function": {"name": call.function.name, "arguments": call.function.arguments}}
+            {
+                "id": call.id,
+                "type": call.type or "function",
+                "function": {"name": call.function.name, "arguments": call.function.arguments},
+            }
             for call in message.tool_calls
         ]
     if message.tool_call_id:
@@ -141,7 +153,8 @@ def usage_message(usage: dict[str, Any] | None) -> chat_pb2.Usage | None:
 def _tool_call(call: dict[str, Any]) -> chat_pb2.ToolCall:
     function = call.get("function") or {}
     return chat_pb2.ToolCall(
-        id=call.get("id") or "", type=call.get("type") or "function",
+        id=call.get("id") or "",
+        type=call.get("type") or "function",
         function=chat_pb2.FunctionCall(name=function.get("name") or "", arguments=function.get("arguments") or ""),
     )
 
@@ -149,8 +162,11 @@ def _tool_call(call: dict[str, Any]) -> chat_pb2.ToolCall:
 def completion_to_message(body: dict[str, Any]) -> chat_pb2.ChatCompletion:
     """Return the typed completion for an OpenAI chat.completion dict."""
     completion = chat_pb2.ChatCompletion(
-        id=body.get("id") or "", created=int(body.get("created") or 0), model=body.get("model") or "",
-        system_fingerprint=body.get("system_fingerprint") or "", service_tier=body.get("service_tier") or "",
+        id=body.get("id") or "",
+        created=int(body.get("created") or 0),
+        model=body.get("model") or "",
+        system_fingerprint=body.get("system_fingerprint") or "",
+        service_tier=body.get("service_tier") or "",
     )
     for choice in body.get("choices") or ():
         message = choice.get("message") or {}
@@ -161,8 +177,9 @@ def completion_to_message(body: dict[str, Any]) -> chat_pb2.ChatCompletion:
             typed.refusal = message["refusal"]
         typed.tool_calls.extend(_tool_call(call) for call in message.get("tool_calls") or ())
         completion.choices.append(
-            chat_pb2.Choice(index=int(choice.get("index") or 0), message=typed,
-                            finish_reason=choice.get("finish_reason") or "")
+            chat_pb2.Choice(
+                index=int(choice.get("index") or 0), message=typed, finish_reason=choice.get("finish_reason") or ""
+            )
         )
     usage = usage_message(body.get("usage"))
     if usage is not None:
@@ -173,7 +190,9 @@ def completion_to_message(body: dict[str, Any]) -> chat_pb2.ChatCompletion:
 def chunk_to_message(chunk: dict[str, Any]) -> chat_pb2.ChatCompletionChunk:
     """Return the typed chunk for an OpenAI chat.completion.chunk dict."""
     typed = chat_pb2.ChatCompletionChunk(
-        id=chunk.get("id") or "", created=int(chunk.get("created") or 0), model=chunk.get("model") or "",
+        id=chunk.get("id") or "",
+        created=int(chunk.get("created") or 0),
+        model=chunk.get("model") or "",
     )
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
@@ -186,14 +205,18 @@ def chunk_to_message(chunk: dict[str, Any]) -> chat_pb2.ChatCompletionChunk:
             function = call.get("function") or {}
             typed_delta.tool_calls.append(
                 chat_pb2.ToolCallDelta(
-                    index=int(call.get("index") or 0), id=call.get("id") or "", type=call.get("type") or "",
-                    function=chat_pb2.FunctionCall(name=function.get("name") or "",
-                                                   arguments=function.get("arguments") or ""),
+                    index=int(call.get("index") or 0),
+                    id=call.get("id") or "",
+                    type=call.get("type") or "",
+                    function=chat_pb2.FunctionCall(
+                        name=function.get("name") or "", arguments=function.get("arguments") or ""
+                    ),
                 )
             )
         typed.choices.append(
-            chat_pb2.ChunkChoice(index=int(choice.get("index") or 0), delta=typed_delta,
-                                 finish_reason=choice.get("finish_reason") or "")
+            chat_pb2.ChunkChoice(
+                index=int(choice.get("index") or 0), delta=typed_delta, finish_reason=choice.get("finish_reason") or ""
+            )
         )
     usage = usage_message(chunk.get("usage"))
     if usage is not None:

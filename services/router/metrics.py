@@ -7,20 +7,24 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 CACHE_RESULTS = Counter(
-    "aigw_cache_lookups_total", "Chat requests by cache result (miss, exact, semantic, bypass).",
+    "aigw_cache_lookups_total",
+    "Chat requests by cache result (miss, exact, semantic, bypass).",
     ["model", "result"],
 )
 TOKENS = Counter(
-    "aigw_router_tokens_total", "Tokens reported by providers, by type (prompt, completion, cached).",
+    "aigw_router_tokens_total",
+    "Tokens reported by providers, by type (prompt, completion, cached).",
     ["model", "provider", "type"],
 )
 COST = Counter("aigw_router_cost_usd_total", "Cost of provider calls in US dollars.", ["model", "provider"])
 PROVIDER_ATTEMPTS = Counter(
-    "aigw_provider_attempts_total", "Calls to provider deployments by outcome code.",
+    "aigw_provider_attempts_total",
+    "Calls to provider deployments by outcome code.",
     ["deployment", "provider", "code"],
 )
 PROVIDER_LATENCY = Histogram(
-    "aigw_provider_latency_seconds", "Time from sending a request to a provider to its answer or first chunk.",
+    "aigw_provider_latency_seconds",
+    "Time from sending a request to a provider to its answer or first chunk.",
     ["deployment", "provider"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )

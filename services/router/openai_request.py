@@ -29,19 +29,22 @@ def parse_body(body: bytes) -> dict[str, Any]:
     if not body:
         raise InvalidRequestError(
             "the request body is empty: send a JSON object with `model` and `messages`",
-            reason="INVALID_JSON", openai_code="invalid_json",
+            reason="INVALID_JSON",
+            openai_code="invalid_json",
         )
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(
             f"the request body is not valid JSON ({exc.msg} at character {exc.pos}): send a JSON object",
-            reason="INVALID_JSON", openai_code="invalid_json",
+            reason="INVALID_JSON",
+            openai_code="invalid_json",
         ) from None
     if not isinstance(request, dict):
         raise InvalidRequestError(
             f"the request body must be a JSON object, not a JSON {type(request).__name__}",
-            reason="INVALID_JSON", openai_code="invalid_json",
+            reason="INVALID_JSON",
+            openai_code="invalid_json",
         )
     return request
 
@@ -89,15 +92,17 @@ def validate(request: dict[str, Any]) -> None:
     if model is None:
         raise _invalid("model", "missing required parameter `model`", "missing_required_parameter")
     if not isinstance(model, str) or not model:
-        raise _invalid("model", f"invalid type for `model`: expected a non-empty string, got {_type_name(model)}",
-                       "invalid_type")
+        raise _invalid(
+            "model", f"invalid type for `model`: expected a non-empty string, got {_type_name(model)}", "invalid_type"
+        )
 
     messages = request.get("messages")
     if messages is None:
         raise _invalid("messages", "missing required parameter `messages`", "missing_required_parameter")
     if not isinstance(messages, list):
-        raise _invalid("messages", f"invalid type for `messages`: expected an array, got {_type_name(messages)}",
-                       "invalid_type")
+        raise _invalid(
+            "messages", f"invalid type for `messages`: expected an array, got {_type_name(messages)}", "invalid_type"
+        )
     if not messages:
         raise _invalid("messages", "`messages` is empty: send at least one message")
     for index, message in enumerate(messages):
@@ -116,8 +121,12 @@ def validate(request: dict[str, Any]) -> None:
     _expect(request, "parallel_tool_calls", (bool,), "a boolean")
     options = _expect(request, "stream_options", (dict,), "an object")
     if options is not None and "include_usage" in options and not isinstance(options["include_usage"], bool):
-        raise _invalid("stream_options.include_usage", "invalid type for `stream_options.include_usage`: "
-                       f"expected a boolean, got {_type_name(options['include_usage'])}", "invalid_type")
+        raise _invalid(
+            "stream_options.include_usage",
+            "invalid type for `stream_options.include_usage`: "
+            f"expected a boolean, got {_type_name(options['include_usage'])}",
+            "invalid_type",
+        )
 
     stop = request.get("stop")
     if stop is not None:
@@ -126,11 +135,15 @@ def validate(request: dict[str, Any]) -> None:
                 raise _invalid("stop", f"`stop` has {len(stop)} sequences; at most {MAX_STOP_SEQUENCES} are allowed")
             for index, item in enumerate(stop):
                 if not isinstance(item, str):
-                    raise _invalid(f"stop[{index}]", f"invalid type for `stop[{index}]`: expected a string",
-                                   "invalid_type")
+                    raise _invalid(
+                        f"stop[{index}]", f"invalid type for `stop[{index}]`: expected a string", "invalid_type"
+                    )
         elif not isinstance(stop, str):
-            raise _invalid("stop", f"invalid type for `stop`: expected a string or an array of strings, "
-                           f"got {_type_name(stop)}", "invalid_type")
+            raise _invalid(
+                "stop",
+                f"invalid type for `stop`: expected a string or an array of strings, got {_type_name(stop)}",
+                "invalid_type",
+            )
 
     metadata = _expect(request, "metadata", (dict,), "an object")
     if metadata is not None:
@@ -138,8 +151,9 @@ def validate(request: dict[str, Any]) -> None:
             raise _invalid("metadata", f"`metadata` has {len(metadata)} keys; at most {MAX_METADATA_PAIRS} are allowed")
         for key, value in metadata.items():
             if not isinstance(value, str):
-                raise _invalid(f"metadata.{key}", f"invalid type for `metadata.{key}`: expected a string",
-                               "invalid_type")
+                raise _invalid(
+                    f"metadata.{key}", f"invalid type for `metadata.{key}`: expected a string", "invalid_type"
+                )
 
     tools = _expect(request, "tools", (list,), "an array")
     for index, tool in enumerate(tools or ()):
@@ -147,8 +161,11 @@ def validate(request: dict[str, Any]) -> None:
             raise _invalid(f"tools[{index}]", f"invalid type for `tools[{index}]`: expected an object", "invalid_type")
         function = tool.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
-            raise _invalid(f"tools[{index}].function.name", f"missing required parameter `tools[{index}].function.name`",
-                           "missing_required_parameter")
+            raise _invalid(
+                f"tools[{index}].function.name",
+                f"missing required parameter `tools[{index}].function.name`",
+                "missing_required_parameter",
+            )
     tool_choice = request.get("tool_choice")
     if tool_choice is not None and not isinstance(tool_choice, (str, dict)):
         raise _invalid("tool_choice", "invalid type for `tool_choice`: expected a string or an object", "invalid_type")
@@ -158,22 +175,26 @@ def validate(request: dict[str, Any]) -> None:
 def _validate_message(index: int, message: Any) -> None:
     where = f"messages[{index}]"
     if not isinstance(message, dict):
-        raise _invalid(where, f"invalid type for `{where}`: expected an object, got {_type_name(message)}",
-                       "invalid_type")
+        raise _invalid(
+            where, f"invalid type for `{where}`: expected an object, got {_type_name(message)}", "invalid_type"
+        )
     role = message.get("role")
     if role is None:
         raise _invalid(f"{where}.role", f"missing required parameter `{where}.role`", "missing_required_parameter")
     if role not in MESSAGE_ROLES:
-        raise _invalid(f"{where}.role", f"`{where}.role` is {role!r}; use one of "
-                       + ", ".join(sorted(MESSAGE_ROLES - {"function"})))
+        raise _invalid(
+            f"{where}.role",
+            f"`{where}.role` is {role!r}; use one of " + ", ".join(sorted(MESSAGE_ROLES - {"function"})),
+        )
     content = message.get("content")
     if content is None:
         if role in ("assistant",) and (message.get("tool_calls") or message.get("refusal") is not None):
             return
         if role == "assistant" and "content" in message:
             return
-        raise _invalid(f"{where}.content", f"missing required parameter `{where}.content`",
-                       "missing_required_parameter")
+        raise _invalid(
+            f"{where}.content", f"missing required parameter `{where}.content`", "missing_required_parameter"
+        )
     if isinstance(content, str):
         pass
     elif isinstance(content, list):
@@ -183,21 +204,29 @@ def _validate_message(index: int, message: Any) -> None:
                 raise _invalid(part_where, f"invalid type for `{part_where}`: expected an object", "invalid_type")
             kind = part.get("type")
             if kind == "text" and not isinstance(part.get("text"), str):
-                raise _invalid(f"{part_where}.text", f"invalid type for `{part_where}.text`: expected a string",
-                               "invalid_type")
+                raise _invalid(
+                    f"{part_where}.text", f"invalid type for `{part_where}.text`: expected a string", "invalid_type"
+                )
             if kind == "image_url":
                 image = part.get("image_url")
                 url = image.get("url") if isinstance(image, dict) else image
                 if not isinstance(url, str) or not url:
-                    raise _invalid(f"{part_where}.image_url.url",
-                                   f"missing required parameter `{part_where}.image_url.url`",
-                                   "missing_required_parameter")
+                    raise _invalid(
+                        f"{part_where}.image_url.url",
+                        f"missing required parameter `{part_where}.image_url.url`",
+                        "missing_required_parameter",
+                    )
     else:
-        raise _invalid(f"{where}.content", f"invalid type for `{where}.content`: expected a string or an array "
-                       f"of content parts, got {_type_name(content)}", "invalid_type")
+        raise _invalid(
+            f"{where}.content",
+            f"invalid type for `{where}.content`: expected a string or an array "
+            f"of content parts, got {_type_name(content)}",
+            "invalid_type",
+        )
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise _invalid(f"{where}.tool_call_id", f"missing required parameter `{where}.tool_call_id`",
-                       "missing_required_parameter")
+        raise _invalid(
+            f"{where}.tool_call_id", f"missing required parameter `{where}.tool_call_id`", "missing_required_parameter"
+        )
 
 
 # Locations of prompt text, as (message index, part index or -1 for a string content).

@@ -69,8 +69,7 @@ class Outcome:
 
     def headers(self, request_id: str, *, with_cost: bool = True) -> tuple[tuple[str, str], ...]:
         """Return the response headers that describe this outcome."""
-        headers = [("x-request-id", request_id), ("x-aigw-cache", self.cache),
-                   ("x-aigw-attempts", str(self.attempts))]
+        headers = [("x-request-id", request_id), ("x-aigw-cache", self.cache), ("x-aigw-attempts", str(self.attempts))]
         if self.deployment:
             headers.append(("x-aigw-deployment", self.deployment))
         if with_cost:
@@ -118,33 +117,42 @@ def provider_error_to_gateway(error: ProviderError | AllDeploymentsFailedError) 
         # Every deployment was cooling down after earlier failures; none was called.
         return UnavailableError(
             "every deployment of the model is cooling down after failures; retry later",
-            reason="ALL_DEPLOYMENTS_COOLING_DOWN", retry_after_s=error.retry_after_s or 1.0,
+            reason="ALL_DEPLOYMENTS_COOLING_DOWN",
+            retry_after_s=error.retry_after_s or 1.0,
             metadata={"attempts": attempts},
         )
     if last.code == "UPSTREAM_UNSUPPORTED_REQUEST":
         return InvalidRequestError(
             f"no deployment of the model supports this request: {last.message}",
-            reason=last.code, openai_code="unsupported_request", metadata={"attempts": attempts},
+            reason=last.code,
+            openai_code="unsupported_request",
+            metadata={"attempts": attempts},
         )
     if last.status == 429:
         return ResourceExhaustedError(
             "every deployment of the model is rate limited; retry later",
-            reason="UPSTREAM_RATE_LIMITED", subject="provider", retry_after_s=last.retry_after_s or 1.0,
+            reason="UPSTREAM_RATE_LIMITED",
+            subject="provider",
+            retry_after_s=last.retry_after_s or 1.0,
             metadata={"attempts": attempts},
         )
     if last.code == "UPSTREAM_TIMEOUT":
-        return DeadlineExceededError("every deployment of the model timed out", reason="UPSTREAM_TIMEOUT",
-                                     metadata={"attempts": attempts})
+        return DeadlineExceededError(
+            "every deployment of the model timed out", reason="UPSTREAM_TIMEOUT", metadata={"attempts": attempts}
+        )
     return UnavailableError(
         "every deployment of the model failed; retry later",
-        reason=last.code, retry_after_s=1.0, metadata={"attempts": attempts},
+        reason=last.code,
+        retry_after_s=1.0,
+        metadata={"attempts": attempts},
     )
 
 
 def _single_provider_error(error: ProviderError) -> GatewayError:
     if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 429):
-        return InvalidRequestError(f"the provider rejected the request: {error.message}", reason=error.code,
-                                   openai_code=error.code.lower())
+        return InvalidRequestError(
+            f"the provider rejected the request: {error.message}", reason=error.code, openai_code=error.code.lower()
+        )
     return UnavailableError(f"the provider failed: {error.message}", reason=error.code, retry_after_s=1.0)
 
 
@@ -181,7 +189,10 @@ class Pipeline:
         except ModelNotFoundError:
             raise NotFoundError(
                 f"the model `{model}` does not exist or you do not have access to it",
-                reason="MODEL_NOT_FOUND", param="model", openai_code="model_not_found", metadata={"model": model},
+                reason="MODEL_NOT_FOUND",
+                param="model",
+                openai_code="model_not_found",
+                metadata={"model": model},
             ) from None
 
     async def prepare(self, context: RequestContext, request: dict[str, Any]) -> Prepared:
@@ -200,7 +211,10 @@ class Pipeline:
             lookups.append(self.cache.lookup(context.principal.tenant, request_json, self.semantic_cache))
         results = await asyncio.gather(
             self.security.screen(
-                context.request_id, context.principal, group.name, dict(group.attributes),
+                context.request_id,
+                context.principal,
+                group.name,
+                dict(group.attributes),
                 list(zip(roles, texts, strict=True)),
             ),
             self.metering.admit(admit),
@@ -220,7 +234,10 @@ class Pipeline:
         if screening.texts is not None:
             provider_request = replace_prompt_texts(request, slots, screening.texts)
         return Prepared(
-            context=context, request=provider_request, request_json=request_json, group=group,
+            context=context,
+            request=provider_request,
+            request_json=request_json,
+            group=group,
             placeholders=screening.placeholders,
             cached=cached.body if cached is not None else None,
             cache_kind=cached.kind if cached is not None else ("miss" if lookups else "bypass"),
@@ -230,12 +247,17 @@ class Pipeline:
         self, context: RequestContext, request: dict[str, Any], group: ModelGroup, texts: list[str]
     ) -> metering_pb.AdmitRequest:
         prompt_tokens = sum(len(text) for text in texts) // CHARS_PER_TOKEN + 4 * len(request["messages"])
-        output_tokens = int(request.get("max_completion_tokens") or request.get("max_tokens") or DEFAULT_OUTPUT_ESTIMATE)
+        output_tokens = int(
+            request.get("max_completion_tokens") or request.get("max_tokens") or DEFAULT_OUTPUT_ESTIMATE
+        )
         price = max((d.price for d in group.deployments), key=lambda p: p.input_per_mtok + p.output_per_mtok)
         estimate = cost_usd(price, {"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens})
         return metering_pb.AdmitRequest(
-            request_id=context.request_id, principal=principal_message(context.principal), model=group.name,
-            estimated_prompt_tokens=prompt_tokens, estimated_cost_usd=estimate,
+            request_id=context.request_id,
+            principal=principal_message(context.principal),
+            model=group.name,
+            estimated_prompt_tokens=prompt_tokens,
+            estimated_cost_usd=estimate,
         )
 
     async def complete(self, prepared: Prepared) -> tuple[dict[str, Any] | bytes, Outcome]:
@@ -258,8 +280,11 @@ class Pipeline:
         usage = body.get("usage")
         cost = cost_usd(routed.deployment.price, usage)
         outcome = Outcome(
-            deployment=routed.deployment.id, provider=routed.deployment.provider,
-            attempts=len(routed.attempts), cost_usd=cost, cache=prepared.cache_kind,
+            deployment=routed.deployment.id,
+            provider=routed.deployment.provider,
+            attempts=len(routed.attempts),
+            cost_usd=cost,
+            cache=prepared.cache_kind,
         )
         metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
         self.settle(context, prepared.group.name, routed.deployment, usage, cost, "ok", stream=False)
@@ -293,10 +318,17 @@ class Pipeline:
         start = timestamp_pb2.Timestamp()
         start.FromNanoseconds(int(context.start_time * 1e9))
         message = metering_pb.SettleRequest(
-            request_id=context.request_id, principal=principal_message(context.principal), model=model,
-            deployment=deployment.id if deployment else "", provider=deployment.provider if deployment else "",
-            usage=usage_message(usage) or chat_pb2.Usage(), cost_usd=cost or 0.0, outcome=outcome, start_time=start,
-            latency_ms=(time.perf_counter() - context.started) * 1000, stream=stream,
+            request_id=context.request_id,
+            principal=principal_message(context.principal),
+            model=model,
+            deployment=deployment.id if deployment else "",
+            provider=deployment.provider if deployment else "",
+            usage=usage_message(usage) or chat_pb2.Usage(),
+            cost_usd=cost or 0.0,
+            outcome=outcome,
+            start_time=start,
+            latency_ms=(time.perf_counter() - context.started) * 1000,
+            stream=stream,
         )
         self.metering.settle(message)
         if deployment is not None and usage:
@@ -364,8 +396,9 @@ class StreamRun:
         assert self.prepared.cached is not None
         body = orjson.loads(self.prepared.cached)
         metrics.CACHE_RESULTS.labels(self.prepared.group.name, self.prepared.cache_kind).inc()
-        self.pipeline.settle(self.prepared.context, self.prepared.group.name, None, None, None, "cache_hit",
-                             stream=True)
+        self.pipeline.settle(
+            self.prepared.context, self.prepared.group.name, None, None, None, "cache_hit", stream=True
+        )
         for chunk in completion_to_chunks(body, self.include_usage):
             yield chunk
 
@@ -459,8 +492,11 @@ class _Assembly:
                 message["tool_calls"] = [entry["tool_calls"][i] for i in sorted(entry["tool_calls"])]
             choices.append({"index": index, "message": message, "finish_reason": entry["finish_reason"]})
         body = {
-            "id": self.meta.get("id", ""), "object": "chat.completion", "created": self.meta.get("created", 0),
-            "model": self.meta.get("model", ""), "choices": choices,
+            "id": self.meta.get("id", ""),
+            "object": "chat.completion",
+            "created": self.meta.get("created", 0),
+            "model": self.meta.get("model", ""),
+            "choices": choices,
         }
         if self.usage:
             body["usage"] = self.usage
@@ -470,7 +506,9 @@ class _Assembly:
         """Estimate usage from the text produced, for streams that ended without a usage report."""
         produced = sum(len("".join(entry["content"])) for entry in self.choices.values())
         produced += sum(
-            len(call["function"]["arguments"]) for entry in self.choices.values() for call in entry["tool_calls"].values()
+            len(call["function"]["arguments"])
+            for entry in self.choices.values()
+            for call in entry["tool_calls"].values()
         )
         prompt = sum(len(text) for _, text in iter_prompt_texts(request)) // CHARS_PER_TOKEN
         completion = (produced + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
@@ -495,8 +533,12 @@ def _restore_completion(body: dict[str, Any], placeholders: dict[str, str]) -> N
 
 def completion_to_chunks(body: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
     """Turn a complete chat.completion into the chunks a stream of it would have sent."""
-    base = {"id": body.get("id", ""), "object": "chat.completion.chunk", "created": body.get("created", 0),
-            "model": body.get("model", "")}
+    base = {
+        "id": body.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": body.get("created", 0),
+        "model": body.get("model", ""),
+    }
     chunks: list[dict[str, Any]] = []
     for choice in body.get("choices") or ():
         message = choice.get("message") or {}
@@ -504,8 +546,14 @@ def completion_to_chunks(body: dict[str, Any], include_usage: bool) -> list[dict
         if message.get("tool_calls"):
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
         chunks.append({**base, "choices": [{"index": choice.get("index", 0), "delta": delta, "finish_reason": None}]})
-        chunks.append({**base, "choices": [{"index": choice.get("index", 0), "delta": {},
-                                            "finish_reason": choice.get("finish_reason")}]})
+        chunks.append(
+            {
+                **base,
+                "choices": [
+                    {"index": choice.get("index", 0), "delta": {}, "finish_reason": choice.get("finish_reason")}
+                ],
+            }
+        )
     if include_usage and body.get("usage"):
         chunks.append({**base, "choices": [], "usage": body["usage"]})
     return chunks

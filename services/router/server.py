@@ -40,7 +40,9 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
         name="router",
         listen=config.listen,
         registrars=(
-            lambda server: router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server),
+            lambda server: router_service_pb2_grpc.add_RouterServiceServicer_to_server(
+                RouterServicer(pipeline), server
+            ),
             lambda server: chat_service_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(pipeline), server),
         ),
         service_names=SERVICE_NAMES,

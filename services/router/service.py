@@ -39,7 +39,8 @@ def _context(pipeline: Pipeline, context: grpc.aio.ServicerContext) -> RequestCo
     if principal is None:
         raise AuthenticationError(
             "missing credentials: send `Authorization: Bearer <API key>` through the gateway's edge",
-            reason="MISSING_CREDENTIALS", openai_code="invalid_api_key",
+            reason="MISSING_CREDENTIALS",
+            openai_code="invalid_api_key",
         )
     request_id = next((value for key, value in metadata if key == "x-request-id"), None)
     return pipeline.new_context(str(request_id) if request_id else None, principal)
@@ -64,8 +65,12 @@ class RouterServicer(router_grpc.RouterServiceServicer):
 
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
-            raise InvalidRequestError("invalid type for `stream`: expected a boolean", reason="INVALID_REQUEST",
-                                      param="stream", openai_code="invalid_type")
+            raise InvalidRequestError(
+                "invalid type for `stream`: expected a boolean",
+                reason="INVALID_REQUEST",
+                param="stream",
+                openai_code="invalid_type",
+            )
         prepared = await self.pipeline.prepare(request_context, body)
 
         if not stream:
@@ -109,8 +114,12 @@ class RouterServicer(router_grpc.RouterServiceServicer):
 
 def _gateway_info(request_id: str, outcome: Outcome) -> chat_pb.GatewayInfo:
     return chat_pb.GatewayInfo(
-        request_id=request_id, deployment=outcome.deployment, provider=outcome.provider,
-        attempts=outcome.attempts, cost_usd=outcome.cost_usd, cache=_CACHE_STATUS.get(outcome.cache, 0),
+        request_id=request_id,
+        deployment=outcome.deployment,
+        provider=outcome.provider,
+        attempts=outcome.attempts,
+        cost_usd=outcome.cost_usd,
+        cache=_CACHE_STATUS.get(outcome.cache, 0),
     )
 
 
@@ -160,14 +169,17 @@ class ChatServicer(chat_grpc.ChatServiceServicer):
         """List the catalog's models, a page at a time."""
         _context(self.pipeline, context)
         if request.page_size < 0 or request.page_size > 1000:
-            raise InvalidRequestError(f"page_size is {request.page_size}; use 1 to 1000, or 0 for the default",
-                                      reason="INVALID_PAGE_SIZE", param="page_size")
+            raise InvalidRequestError(
+                f"page_size is {request.page_size}; use 1 to 1000, or 0 for the default",
+                reason="INVALID_PAGE_SIZE",
+                param="page_size",
+            )
         size = request.page_size or 100
         groups = sorted(self.pipeline.catalog.models(), key=lambda g: g.name)
         start = 0
         if request.page_token:
             start = next((i for i, g in enumerate(groups) if g.name > request.page_token), len(groups))
-        page = groups[start:start + size]
+        page = groups[start : start + size]
         next_token = page[-1].name if start + size < len(groups) and page else ""
         return chat_pb.ListModelsResponse(
             models=[

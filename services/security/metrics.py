@@ -6,8 +6,10 @@ AUTH_DECISIONS = Counter(
     "aigw_auth_decisions_total", "Edge authentication decisions (allowed, missing_key, invalid_key).", ["decision"]
 )
 SCREEN_DECISIONS = Counter(
-    "aigw_screen_decisions_total", "Prompt screening decisions (allowed, model_not_allowed, prompt_injection).",
+    "aigw_screen_decisions_total",
+    "Prompt screening decisions (allowed, model_not_allowed, prompt_injection).",
     ["decision"],
 )
-PII_REDACTIONS = Counter("aigw_pii_redactions_total", "PII values replaced by placeholders, by entity type.",
-                         ["entity_type"])
+PII_REDACTIONS = Counter(
+    "aigw_pii_redactions_total", "PII values replaced by placeholders, by entity type.", ["entity_type"]
+)

@@ -85,9 +85,7 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
         presented = _key_from_headers(headers)
         if presented is None:
             metrics.AUTH_DECISIONS.labels("missing_key").inc()
-            return _denied(
-                "missing API key: send it as `Authorization: Bearer <key>`", "missing_api_key"
-            )
+            return _denied("missing API key: send it as `Authorization: Bearer <key>`", "missing_api_key")
 
         principal = await self.keys.verify(presented)
         if principal is None:
@@ -115,10 +113,13 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
 
 def _principal(message: Any) -> Principal:
     if not message.tenant or not message.key_id:
-        raise InvalidRequestError("principal.tenant and principal.key_id are required", reason="MISSING_PRINCIPAL",
-                                  param="principal")
+        raise InvalidRequestError(
+            "principal.tenant and principal.key_id are required", reason="MISSING_PRINCIPAL", param="principal"
+        )
     return Principal(
-        tenant=message.tenant, key_id=message.key_id, roles=tuple(message.roles),
+        tenant=message.tenant,
+        key_id=message.key_id,
+        roles=tuple(message.roles),
         allowed_models=tuple(message.allowed_models),
         budget_usd=message.budget_usd if message.HasField("budget_usd") else None,
     )
@@ -134,7 +135,10 @@ def _timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
 
 def _api_key_message(record: ApiKeyRecord) -> pb.ApiKey:
     message = pb.ApiKey(
-        id=record.id, tenant=record.tenant, name=record.name, roles=list(record.roles),
+        id=record.id,
+        tenant=record.tenant,
+        name=record.name,
+        roles=list(record.roles),
         allowed_models=list(record.allowed_models),
     )
     if record.budget_usd is not None:
@@ -190,20 +194,30 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
         except Exception as exc:
             policy.cancel()
             if isinstance(exc, (ConnectionError, OSError, TimeoutError, grpc.aio.AioRpcError)):
-                raise UnavailableError("the authorization policy engine is unavailable", reason="POLICY_UNAVAILABLE",
-                                       retry_after_s=1.0) from exc
+                raise UnavailableError(
+                    "the authorization policy engine is unavailable", reason="POLICY_UNAVAILABLE", retry_after_s=1.0
+                ) from exc
             raise
 
         event = AuditEvent(
-            request_id=request.request_id, tenant=principal.tenant, key_id=principal.key_id, model=request.model,
-            action="invoke", decision="allowed", reason="", pii_counts=dict(redaction.counts), injection_technique=None,
+            request_id=request.request_id,
+            tenant=principal.tenant,
+            key_id=principal.key_id,
+            model=request.model,
+            action="invoke",
+            decision="allowed",
+            reason="",
+            pii_counts=dict(redaction.counts),
+            injection_technique=None,
         )
         if not allowed:
             metrics.SCREEN_DECISIONS.labels("model_not_allowed").inc()
             self.audit.record(event.denied("MODEL_NOT_ALLOWED"))
             raise PermissionDeniedError(
                 f"this API key may not use the model `{request.model}`",
-                reason="MODEL_NOT_ALLOWED", param="model", openai_code="model_not_allowed",
+                reason="MODEL_NOT_ALLOWED",
+                param="model",
+                openai_code="model_not_allowed",
                 metadata={"model": request.model},
             )
         if verdict is not None:
@@ -212,7 +226,9 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             raise InvalidRequestError(
                 "the prompt was blocked because it looks like a prompt-injection attempt "
                 f"({verdict.technique or 'unspecified technique'}); rephrase the request",
-                reason="PROMPT_INJECTION_DETECTED", param="messages", openai_code="prompt_injection_detected",
+                reason="PROMPT_INJECTION_DETECTED",
+                param="messages",
+                openai_code="prompt_injection_detected",
                 metadata={"technique": verdict.technique or ""},
             )
 
@@ -224,8 +240,10 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             return pb.ScreenPromptResponse(redacted=False)
         return pb.ScreenPromptResponse(
             redacted=True,
-            texts=[pb.PromptText(text=text, role=item.role) for text, item in zip(redaction.texts, request.texts,
-                                                                                   strict=True)],
+            texts=[
+                pb.PromptText(text=text, role=item.role)
+                for text, item in zip(redaction.texts, request.texts, strict=True)
+            ],
             placeholders=redaction.mapping,
             pii_counts=redaction.counts,
         )
@@ -240,8 +258,9 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             raise InvalidRequestError("name is required", reason="MISSING_NAME", param="name")
         budget = request.budget_usd if request.HasField("budget_usd") else None
         if budget is not None and budget < 0:
-            raise InvalidRequestError(f"budget_usd is {budget}; it must be 0 or more", reason="INVALID_BUDGET",
-                                      param="budget_usd")
+            raise InvalidRequestError(
+                f"budget_usd is {budget}; it must be 0 or more", reason="INVALID_BUDGET", param="budget_usd"
+            )
 
         key, record = await self.keys.create(
             request.tenant, request.name, list(request.roles), list(request.allowed_models), budget
@@ -264,6 +283,10 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
         await self.keys.revoke(request.id)
         record = next((r for r in await self.keys.list(None) if r.id == request.id), None)
         if record is None:
-            raise NotFoundError(f"no API key has the id {request.id!r}", reason="KEY_NOT_FOUND", param="id",
-                                metadata={"key_id": request.id})
+            raise NotFoundError(
+                f"no API key has the id {request.id!r}",
+                reason="KEY_NOT_FOUND",
+                param="id",
+                metadata={"key_id": request.id},
+            )
         return pb.RevokeApiKeyResponse(api_key=_api_key_message(record))

@@ -27,9 +27,19 @@ def node_result(gateway: Any) -> dict[str, Any]:
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").exists():
         subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
     completed = subprocess.run(
-        ["node", "chat_client.js", gateway.grpc_address, gateway.api_key, str(ROOT / "protos"),
-         str(ROOT / "protos" / "third_party")],
-        cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False,
+        [
+            "node",
+            "chat_client.js",
+            gateway.grpc_address,
+            gateway.api_key,
+            str(ROOT / "protos"),
+            str(ROOT / "protos" / "third_party"),
+        ],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)

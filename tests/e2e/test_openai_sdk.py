@@ -73,8 +73,10 @@ def test_stream_include_usage(client: openai.OpenAI) -> None:
     marker = _marker()
 
     stream = client.chat.completions.create(
-        model="claude-3-5-haiku", messages=[{"role": "user", "content": f"Stream with usage {marker}"}],
-        stream=True, stream_options={"include_usage": True},
+        model="claude-3-5-haiku",
+        messages=[{"role": "user", "content": f"Stream with usage {marker}"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
 
@@ -86,7 +88,8 @@ def test_stream_include_usage(client: openai.OpenAI) -> None:
 
 def test_stream_ends_with_done_on_the_wire(gateway: Any) -> None:
     with httpx.stream(
-        "POST", f"{gateway.base_url}/chat/completions",
+        "POST",
+        f"{gateway.base_url}/chat/completions",
         headers={"Authorization": f"Bearer {gateway.api_key}"},
         json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": f"wire {_marker()}"}]},
         timeout=30,
@@ -102,18 +105,22 @@ def test_stream_ends_with_done_on_the_wire(gateway: Any) -> None:
 
 
 def test_tool_call(client: openai.OpenAI) -> None:
-    tools = [{
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Current weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
 
     completion = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": f"Weather in Lisbon? {_marker()}"}],
-        tools=tools, tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": f"Weather in Lisbon? {_marker()}"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
 
     message = completion.choices[0].message
@@ -124,13 +131,25 @@ def test_tool_call(client: openai.OpenAI) -> None:
 
 
 def test_streamed_tool_call_via_anthropic(client: openai.OpenAI) -> None:
-    tools = [{"type": "function", "function": {
-        "name": "lookup_order", "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
-                                               "required": ["order_id"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup_order",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string"}},
+                    "required": ["order_id"],
+                },
+            },
+        }
+    ]
 
     stream = client.chat.completions.create(
-        model="claude-3-5-haiku", messages=[{"role": "user", "content": f"Where is my order? {_marker()}"}],
-        tools=tools, stream=True,
+        model="claude-3-5-haiku",
+        messages=[{"role": "user", "content": f"Where is my order? {_marker()}"}],
+        tools=tools,
+        stream=True,
     )
     arguments = ""
     names = set()
@@ -180,7 +199,8 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
 def test_wrong_field_type_names_the_field(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
             extra_body={"temperature": "warm"},
         )
 
@@ -191,8 +211,10 @@ def test_wrong_field_type_names_the_field(client: openai.OpenAI) -> None:
 
 def test_malformed_json_is_bad_request(gateway: Any) -> None:
     response = httpx.post(
-        f"{gateway.base_url}/chat/completions", content=b'{"model": "gpt-4o-mini", "messages": [',
-        headers={"Authorization": f"Bearer {gateway.api_key}", "Content-Type": "application/json"}, timeout=10,
+        f"{gateway.base_url}/chat/completions",
+        content=b'{"model": "gpt-4o-mini", "messages": [',
+        headers={"Authorization": f"Bearer {gateway.api_key}", "Content-Type": "application/json"},
+        timeout=10,
     )
 
     assert response.status_code == 400
@@ -286,7 +308,8 @@ def test_pii_never_reaches_provider_and_is_restored(gateway: Any, client: openai
     streamed = "".join(
         chunk.choices[0].delta.content or ""
         for chunk in client.chat.completions.create(
-            model="gpt-4o-mini", stream=True,
+            model="gpt-4o-mini",
+            stream=True,
             messages=[{"role": "user", "content": f"Stream: email {email}, card {card} {marker}"}],
         )
         if chunk.choices
@@ -307,12 +330,14 @@ async def test_concurrent_requests_are_metered_exactly(gateway: Any) -> None:
     client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=30)
     count = 20
 
-    completions = await asyncio.gather(*(
-        client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": f"request {i} {_marker()}"}]
+    completions = await asyncio.gather(
+        *(
+            client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"request {i} {_marker()}"}]
+            )
+            for i in range(count)
         )
-        for i in range(count)
-    ))
+    )
     await client.close()
 
     expected_cost = sum(float(response.headers["x-aigw-cost-usd"]) for response in completions)

@@ -28,20 +28,25 @@ def test_invalid_request_carries_bad_request_detail() -> None:
 
 
 def test_openai_body_shape_is_ascii() -> None:
-    error = NotFoundError("the model `modèle` does not exist", reason="MODEL_NOT_FOUND", param="model",
-                          openai_code="model_not_found")
+    error = NotFoundError(
+        "the model `modèle` does not exist", reason="MODEL_NOT_FOUND", param="model", openai_code="model_not_found"
+    )
 
     body = error.openai_body()
 
     assert body.isascii()
-    assert json.loads(body) == {"error": {"message": "the model `modèle` does not exist",
-                                          "type": "invalid_request_error", "param": "model",
-                                          "code": "model_not_found"}}
+    assert json.loads(body) == {
+        "error": {
+            "message": "the model `modèle` does not exist",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
 
 
 def test_status_round_trip_keeps_reason_and_retry() -> None:
-    error = ResourceExhaustedError("budget exceeded", reason="BUDGET_EXCEEDED", subject="key:abc",
-                                   retry_after_s=2.5)
+    error = ResourceExhaustedError("budget exceeded", reason="BUDGET_EXCEEDED", subject="key:abc", retry_after_s=2.5)
 
     rebuilt = from_status(error.to_status())
 

@@ -15,9 +15,15 @@ def _request(**overrides: Any) -> dict[str, Any]:
 
 
 def test_valid_request_passes() -> None:
-    validate(_request(temperature=0.2, max_tokens=10, stop=["\n"], stream=True, tools=[
-        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-    ]))
+    validate(
+        _request(
+            temperature=0.2,
+            max_tokens=10,
+            stop=["\n"],
+            stream=True,
+            tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,12 +62,19 @@ def test_invalid_field_is_named(overrides: dict[str, Any], param: str) -> None:
 
 
 def test_assistant_with_tool_calls_needs_no_content() -> None:
-    validate(_request(messages=[
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-    ]))
+    validate(
+        _request(
+            messages=[
+                {"role": "user", "content": "weather?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            ]
+        )
+    )
 
 
 @pytest.mark.parametrize("body", [b"", b"{not json", b"[1, 2]", b'"text"'])
@@ -73,16 +86,25 @@ def test_parse_body_rejects_non_objects(body: bytes) -> None:
 
 
 def test_prompt_texts_round_trip() -> None:
-    request = _request(messages=[
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Mail ana@example.org"},
-                                     {"type": "image_url", "image_url": {"url": "https://img.example/a.png"}},
-                                     {"type": "text", "text": "and bo@example.org"}]},
-    ])
+    request = _request(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Mail ana@example.org"},
+                    {"type": "image_url", "image_url": {"url": "https://img.example/a.png"}},
+                    {"type": "text", "text": "and bo@example.org"},
+                ],
+            },
+        ]
+    )
     located = list(iter_prompt_texts(request))
     assert [text for _, text in located] == ["Be brief.", "Mail ana@example.org", "and bo@example.org"]
 
-    replaced = replace_prompt_texts(request, [slot for slot, _ in located], ["Be brief.", "Mail [EMAIL_1]", "and [EMAIL_2]"])
+    replaced = replace_prompt_texts(
+        request, [slot for slot, _ in located], ["Be brief.", "Mail [EMAIL_1]", "and [EMAIL_2]"]
+    )
 
     assert replaced["messages"][1]["content"][0]["text"] == "Mail [EMAIL_1]"
     assert replaced["messages"][1]["content"][2]["text"] == "and [EMAIL_2]"
