@@ -346,3 +346,17 @@ async def test_concurrent_requests_are_metered_exactly(gateway: Any) -> None:
     assert len({row["request_id"] for row in rows}) == count
     assert sum(row["cost_usd"] for row in rows) == pytest.approx(expected_cost, rel=1e-6)
     assert all(row["prompt_tokens"] > 0 and row["completion_tokens"] > 0 for row in rows)
+
+
+def test_budget_is_enforced_before_the_provider(gateway: Any) -> None:
+    tenant = f"budget-{_marker()}"
+    key = gateway.create_key(roles=["user"], tenant=tenant, budget_usd=0.0000001)
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=30)
+    marker = _marker()
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"hi {marker}"}])
+
+    assert caught.value.status_code == 429
+    assert caught.value.code == "budget_exceeded"
+    assert marker not in json.dumps(gateway.simulator.requests())
