@@ -43,6 +43,11 @@ if [[ -f tools/install_cerbos.sh ]]; then
   log "cerbos: $(bash tools/install_cerbos.sh)"
 fi
 
+# kubectl (with kustomize) renders the Kubernetes overlays in the deployment tests.
+if [[ -f tools/install_kubectl.sh ]]; then
+  log "kubectl: $(bash tools/install_kubectl.sh)"
+fi
+
 # The Node gRPC client that the end-to-end tests run.
 node_client="tests/e2e/node"
 if [[ -f "${node_client}/package-lock.json" && ! -d "${node_client}/node_modules/@grpc/grpc-js" ]]; then
