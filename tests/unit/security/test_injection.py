@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import codecs
-import time
 
 import pytest
 
@@ -211,15 +210,3 @@ def test_unicode_tag_payload_detected(detector: InjectionDetector) -> None:
     verdict = detector.scan("What a lovely day!" + hidden)
     assert verdict.blocked
     assert verdict.technique == "obfuscation_unicode_tags"
-
-
-def test_scan_typical_prompt_fast(detector: InjectionDetector) -> None:
-    prompts = [prompt for prompt, _ in INJECTIONS] + BENIGN
-    for prompt in prompts:
-        detector.scan(prompt)
-    started = time.perf_counter()
-    for prompt in prompts:
-        detector.scan(prompt)
-    mean = (time.perf_counter() - started) / len(prompts)
-    # Measured at about 0.1 ms per prompt on a 2-core machine. The bound allows for a busy one.
-    assert mean < 0.002

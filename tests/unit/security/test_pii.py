@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from libs.redaction import restore
@@ -190,16 +188,3 @@ def test_unknown_type_rejected() -> None:
 
 def test_supported_types() -> None:
     assert SUPPORTED_TYPES == {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY}
-
-
-def test_detect_2kb_prompt_fast(redactor: PiiRedactor) -> None:
-    lines = [text for text, _, _ in POSITIVES] + LOOK_ALIKES
-    prompt = " ".join(lines)[:2048]
-    redactor.detect(prompt)
-    timings = []
-    for _ in range(20):
-        started = time.perf_counter()
-        redactor.detect(prompt)
-        timings.append(time.perf_counter() - started)
-    # Measured at about 1 ms on a 2-core machine. The bound allows for a busy one.
-    assert sorted(timings)[len(timings) // 2] < 0.010
