@@ -43,17 +43,23 @@ __all__ = [
     "STRATEGIES",
     "Catalog",
     "CatalogError",
+    "MAX_TOKENS_FIELDS",
     "Deployment",
     "ModelGroup",
     "ModelNotFoundError",
     "Price",
 ]
 
-PROVIDERS = ("openai", "anthropic")
-"""Wire formats a deployment can speak: "openai" is any OpenAI-compatible API."""
+PROVIDERS = ("openai", "anthropic", "azure", "mistral", "gemini", "cohere", "bedrock")
+"""Wire formats a deployment can speak: "openai" is any OpenAI-compatible API, "azure"
+is Azure OpenAI, "gemini" the Gemini API, "cohere" Cohere's Chat v2 and "bedrock" the
+Amazon Bedrock Converse API."""
 
-STRATEGIES = ("priority",)
-"""Routing strategies a model group can name."""
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+"""Names an OpenAI-compatible deployment may require for the output token limit."""
+
+STRATEGIES = ("priority", "lowest_cost", "lowest_latency", "least_busy", "weighted")
+"""Routing strategies a model group can name; services/router/routing.py describes each."""
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -85,6 +91,9 @@ _DEPLOYMENT_KEYS = frozenset(
         "stream_idle_timeout_s",
         "priority",
         "weight",
+        "max_tokens_field",
+        "api_version",
+        "region",
     }
 )
 _PRICE_KEYS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok")
@@ -139,6 +148,15 @@ class Deployment:
     """Relative share for weighted strategies; the priority strategy ignores it."""
     stream_idle_timeout_s: float | None = None
     """Maximum gap between two stream chunks after the first; None means timeout_s."""
+    max_tokens_field: str | None = None
+    """For "openai" and "azure": the one output limit field the model accepts, one of
+    MAX_TOKENS_FIELDS. The client's limit is sent under this name; None sends the
+    request's fields as they came."""
+    api_version: str | None = None
+    """Azure's ``api-version`` query value (required for "azure"), or the Gemini API
+    version in the path ("v1beta" when None)."""
+    region: str | None = None
+    """AWS region for "bedrock" request signing; None reads AWS_REGION at call time."""
 
     @property
     def idle_timeout_s(self) -> float:
@@ -356,6 +374,20 @@ class _Parser:
             raise self._error(model, f"{where}.priority", f"must be an integer, got {priority!r}")
         weight = self._positive(raw, "weight", model, f"{where}.weight", 1.0)
 
+        max_tokens_field = self._optional_string(raw, "max_tokens_field", model, where)
+        if max_tokens_field is not None and max_tokens_field not in MAX_TOKENS_FIELDS:
+            raise self._error(
+                model,
+                f"{where}.max_tokens_field",
+                f"must be one of {list(MAX_TOKENS_FIELDS)}, got {max_tokens_field!r}",
+            )
+        api_version = self._optional_string(raw, "api_version", model, where)
+        if provider == "azure" and api_version is None:
+            raise self._error(
+                model, f"{where}.api_version", "is missing (Azure OpenAI requires api-version)"
+            )
+        region = self._optional_string(raw, "region", model, where)
+
         return Deployment(
             id=deployment_id,
             provider=provider,
@@ -367,6 +399,9 @@ class _Parser:
             priority=priority,
             weight=weight if weight is not None else 1.0,
             stream_idle_timeout_s=idle_s,
+            max_tokens_field=max_tokens_field,
+            api_version=api_version,
+            region=region,
         )
 
     def _price(self, raw: Any, model: str, where: str) -> Price:
@@ -404,6 +439,13 @@ class _Parser:
         if not value.strip():
             raise self._error(model, field_name, "must not be empty")
         return value
+
+    def _optional_string(
+        self, raw: Mapping[str, Any], key: str, model: str, where: str
+    ) -> str | None:
+        if raw.get(key) is None:
+            return None
+        return self._string(raw, key, model, where=where)
 
     def _positive(
         self, raw: Mapping[str, Any], key: str, model: str, field_name: str, default: float | None

@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
     parser.add_argument(
         "--models", default=None, help="comma-separated model ids for GET /v1/models"
     )
+    parser.add_argument(
+        "--allow-missing-key",
+        action="store_true",
+        help="accept OpenAI-format requests that send no API key, as local servers "
+        "such as Ollama and LM Studio do",
+    )
     args = parser.parse_args(argv)
 
     if not 0.0 <= args.error_rate <= 1.0:
@@ -91,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> SimulatorConfig:
         tokens_per_chunk=args.tokens_per_chunk,
         log_size=args.log_size,
         seed=args.seed,
+        require_key=not args.allow_missing_key,
     )
     if args.models:
         models = tuple(name.strip() for name in args.models.split(",") if name.strip())

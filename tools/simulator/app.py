@@ -243,7 +243,7 @@ async def _tag_deployment(request: web.Request, response: web.StreamResponse) ->
 
 def create_app(config: SimulatorConfig) -> web.Application:
     """Build the simulator application for ``config``."""
-    from tools.simulator import anthropic_api, openai_api
+    from tools.simulator import anthropic_api, openai_api, provider_routes
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[SIMULATOR] = Simulator(config)
@@ -253,6 +253,7 @@ def create_app(config: SimulatorConfig) -> web.Application:
         app.router.add_post(prefix + "/v1/chat/completions", openai_api.chat_completions)
         app.router.add_post(prefix + "/v1/messages", anthropic_api.messages)
         app.router.add_get(prefix + "/v1/models", openai_api.models)
+        provider_routes.add_routes(app, prefix)
 
     app.router.add_post("/_sim/script", _script)
     app.router.add_get("/_sim/script", _scripts)

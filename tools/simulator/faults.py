@@ -13,7 +13,16 @@ from typing import Any
 __all__ = ["FaultPlan", "RequestLog", "ScriptBook", "SimulatorConfig", "Step", "StepError"]
 
 # Header values replaced in the request log; a hash prefix still lets tests tell keys apart.
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+_SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "proxy-authorization",
+        "x-goog-api-key",
+        "x-amz-security-token",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class SimulatorConfig:
     """Requests kept in the request log; older ones are dropped."""
     seed: int | None = None
     """Seed of the random draw behind ``error_rate``."""
+    require_key: bool = True
+    """Whether OpenAI-format requests without an API key get HTTP 401."""
     models: tuple[str, ...] = (
         "gpt-4o-mini",
         "gpt-4o",

@@ -31,7 +31,7 @@ from tools.simulator.content import (
     truncate,
 )
 
-__all__ = ["chat_completions", "error_body", "models"]
+__all__ = ["chat_completions", "error_body", "models", "respond"]
 
 _ERRORS = {
     400: ("invalid_request_error", None, "The request is invalid."),
@@ -99,11 +99,18 @@ async def models(request: web.Request) -> web.Response:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Respond to ``POST /v1/chat/completions`` as JSON or as an SSE stream."""
-    simulator = request.app[SIMULATOR]
     if not _authorized(request):
         return _missing_key()
+    return await respond(request)
+
+
+async def respond(request: web.Request, *, model: str | None = None) -> web.StreamResponse:
+    """Answer an authorized chat completions request; ``model`` fills a missing body model."""
+    simulator = request.app[SIMULATOR]
     body, parsed = await read_json(request)
     log_request(request, body)
+    if parsed and model is not None and isinstance(body, dict):
+        body = {"model": model, **body}
     problem = (
         _validate(body) if parsed else ("We could not parse the JSON body of your request.", None)
     )
@@ -152,6 +159,8 @@ def _deployment(request: web.Request) -> str:
 
 
 def _authorized(request: web.Request) -> bool:
+    if not request.app[SIMULATOR].config.require_key:
+        return True
     header = request.headers.get("Authorization", "")
     return header.startswith("Bearer ") and bool(header[7:].strip())
 

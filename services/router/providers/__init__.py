@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from services.router.providers.anthropic_messages import AnthropicAdapter
 from services.router.providers.base import ProviderAdapter, ProviderError
-from services.router.providers.openai_compatible import OpenAICompatibleAdapter
+from services.router.providers.openai_compatible import (
+    AzureOpenAIAdapter,
+    MistralAdapter,
+    OpenAICompatibleAdapter,
+)
 
 __all__ = [
     "AnthropicAdapter",
+    "AzureOpenAIAdapter",
+    "MistralAdapter",
     "OpenAICompatibleAdapter",
     "ProviderAdapter",
     "ProviderError",
@@ -17,6 +23,8 @@ __all__ = [
 _ADAPTERS: dict[str, ProviderAdapter] = {
     "openai": OpenAICompatibleAdapter(),
     "anthropic": AnthropicAdapter(),
+    "azure": AzureOpenAIAdapter(),
+    "mistral": MistralAdapter(),
 }
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from libs.sse import SSEEvent, SSEParser
 from services.router.catalog import Deployment
@@ -25,7 +26,7 @@ from services.router.providers.base import (
 )
 from services.router.upstream import get_session
 
-__all__ = ["api_key", "post_json", "stream_error", "stream_events"]
+__all__ = ["ByteStream", "api_key", "post_json", "stream_bytes", "stream_error", "stream_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def api_key(deployment: Deployment) -> str | None:
 
 
 async def post_json(
-    url: str,
+    url: str | URL,
     headers: Mapping[str, str],
     payload: bytes,
     deployment: Deployment,
@@ -94,7 +95,7 @@ async def post_json(
 
 
 async def stream_events(
-    url: str,
+    url: str | URL,
     headers: Mapping[str, str],
     payload: bytes,
     deployment: Deployment,
@@ -107,62 +108,127 @@ async def stream_events(
     ProviderError with code UPSTREAM_STREAM_INTERRUPTED; the adapter decides whether
     an end of stream without its final event is an error.
     """
-    session = await get_session()
-    loop = asyncio.get_running_loop()
-    first_deadline = loop.time() + deployment.timeout_s
-    try:
-        async with asyncio.timeout_at(first_deadline):
-            response = await session.post(url, data=payload, headers=headers)
-    except TimeoutError:
-        raise _timeout(deployment, "no response") from None
-    except aiohttp.ClientError as error:
-        raise _connection_failed(deployment, error) from None
+    parser = SSEParser()
+    reads = stream_bytes(url, headers, payload, deployment, request, "text/event-stream")
+    async for data in reads:
+        events = parser.feed(data)
+        if events:
+            reads.mark_received()
+        for event in events:
+            yield event
 
-    try:
-        if response.status >= 400:
-            try:
-                async with asyncio.timeout_at(first_deadline):
-                    body = await response.content.read(_MAX_ERROR_BODY_BYTES)
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
-            raise _status_error(response.status, body, response.headers, deployment, request)
-        if response.content_type != "text/event-stream":
-            raise ProviderError(
-                f"deployment {deployment.id} answered a stream request with "
-                f"{response.content_type or 'no content type'}, not text/event-stream",
-                code=CODE_BAD_RESPONSE,
-                status=response.status,
-                retryable=True,
-                deployment_id=deployment.id,
-            )
 
-        parser = SSEParser()
-        received = False
-        while True:
-            try:
-                if received:
-                    async with asyncio.timeout(deployment.idle_timeout_s):
-                        data = await response.content.readany()
-                else:
+class ByteStream:
+    """Async iterator over the body of a streamed POST, with the deadlines of :func:`stream_events`.
+
+    Until :meth:`mark_received` is called, every read counts against the first-event
+    deadline, so a provider that sends only keep-alive bytes still times out.
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        headers: Mapping[str, str],
+        payload: bytes,
+        deployment: Deployment,
+        request: Mapping[str, Any],
+        content_type: str,
+    ) -> None:
+        self._iterator = self._read(url, headers, payload, deployment, request, content_type)
+        self._received = False
+
+    def mark_received(self) -> None:
+        """Switch from the first-event deadline to the idle timeout between reads."""
+        self._received = True
+
+    def __aiter__(self) -> ByteStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._iterator.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the response early and release its connection."""
+        await self._iterator.aclose()
+
+    async def _read(
+        self,
+        url: str | URL,
+        headers: Mapping[str, str],
+        payload: bytes,
+        deployment: Deployment,
+        request: Mapping[str, Any],
+        content_type: str,
+    ) -> AsyncGenerator[bytes, None]:
+        session = await get_session()
+        loop = asyncio.get_running_loop()
+        first_deadline = loop.time() + deployment.timeout_s
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                response = await session.post(url, data=payload, headers=headers)
+        except TimeoutError:
+            raise _timeout(deployment, "no response") from None
+        except aiohttp.ClientError as error:
+            raise _connection_failed(deployment, error) from None
+
+        try:
+            if response.status >= 400:
+                try:
                     async with asyncio.timeout_at(first_deadline):
-                        data = await response.content.readany()
-            except TimeoutError:
-                what = "no next chunk" if received else "no first chunk"
-                raise _timeout(deployment, what) from None
-            except (aiohttp.ClientError, ConnectionError) as error:
+                        body = await response.content.read(_MAX_ERROR_BODY_BYTES)
+                except (TimeoutError, aiohttp.ClientError):
+                    body = b""
+                raise _status_error(response.status, body, response.headers, deployment, request)
+            if response.content_type != content_type:
                 raise ProviderError(
-                    f"deployment {deployment.id} broke off the stream ({type(error).__name__})",
-                    code=CODE_STREAM_INTERRUPTED,
+                    f"deployment {deployment.id} responded to a stream request with "
+                    f"{response.content_type or 'no content type'}, not {content_type}",
+                    code=CODE_BAD_RESPONSE,
+                    status=response.status,
                     retryable=True,
                     deployment_id=deployment.id,
-                ) from None
-            if not data:
-                return
-            for event in parser.feed(data):
-                received = True
-                yield event
-    finally:
-        await _finish(response)
+                )
+
+            while True:
+                try:
+                    if self._received:
+                        async with asyncio.timeout(deployment.idle_timeout_s):
+                            data = await response.content.readany()
+                    else:
+                        async with asyncio.timeout_at(first_deadline):
+                            data = await response.content.readany()
+                except TimeoutError:
+                    what = "no next chunk" if self._received else "no first chunk"
+                    raise _timeout(deployment, what) from None
+                except (aiohttp.ClientError, ConnectionError) as error:
+                    raise ProviderError(
+                        f"deployment {deployment.id} broke off the stream ({type(error).__name__})",
+                        code=CODE_STREAM_INTERRUPTED,
+                        retryable=True,
+                        deployment_id=deployment.id,
+                    ) from None
+                if not data:
+                    return
+                yield data
+        finally:
+            await _finish(response)
+
+
+def stream_bytes(
+    url: str | URL,
+    headers: Mapping[str, str],
+    payload: bytes,
+    deployment: Deployment,
+    request: Mapping[str, Any],
+    content_type: str,
+) -> ByteStream:
+    """POST ``payload`` and iterate over the raw body of a ``content_type`` response.
+
+    Status errors, timeouts and broken connections raise ProviderError as in
+    :func:`stream_events`. The caller calls ``mark_received()`` once the first whole
+    event has arrived.
+    """
+    return ByteStream(url, headers, payload, deployment, request, content_type)
 
 
 async def _finish(response: aiohttp.ClientResponse) -> None:

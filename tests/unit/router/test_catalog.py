@@ -135,7 +135,7 @@ def test_demo_catalog_loads(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("change", "field", "problem"),
     [
-        ({"provider": "gemini"}, "deployments[0].provider", "must be one of"),
+        ({"provider": "palm"}, "deployments[0].provider", "must be one of"),
         ({"base_url": "ftp://x"}, "deployments[0].base_url", "http://"),
         ({"timeout_s": 0}, "deployments[0].timeout_s", "greater than 0"),
         ({"timeout_s": "soon"}, "deployments[0].timeout_s", "must be a number"),

@@ -1,0 +1,39 @@
+"""Routes of the provider formats beyond OpenAI's and Anthropic's own paths.
+
+Each format is served at its real path under the deployment prefix ``/{deployment}``,
+so a deployment's base URL in a test has the provider's shape. Azure is served at the
+root too. The Mistral path and the catch-all are not, because at the root they would
+take the paths of deployments named "mistral" or of any deployment.
+
+| path | format |
+|---|---|
+| ``/openai/deployments/{name}/chat/completions?api-version=`` | Azure OpenAI |
+| ``/mistral/v1/chat/completions`` | Mistral |
+| ``/{base...}/chat/completions`` | OpenAI, under any base path (``/openai/v1``, ``/api/v1``) |
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+__all__ = ["add_routes"]
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    """Register the extra formats' routes under ``prefix``."""
+    from tools.simulator import azure_api, mistral_api, openai_api
+
+    app.router.add_post(
+        prefix + "/openai/deployments/{azure_deployment}/chat/completions",
+        azure_api.chat_completions,
+    )
+    if not prefix:
+        return
+    app.router.add_post(prefix + "/mistral/v1/chat/completions", mistral_api.chat_completions)
+    # Base URLs of OpenAI-compatible providers end in many ways: /openai/v1 (Groq),
+    # /inference/v1 (Fireworks), /api/v1 (OpenRouter), /v1/openai (DeepInfra) or
+    # nothing (Perplexity). Registered last, so the exact paths above match first.
+    app.router.add_post(
+        prefix + "/{base_path:(?:[A-Za-z0-9_.-]+/)*}chat/completions",
+        openai_api.chat_completions,
+    )
