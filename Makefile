@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/gen
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint protos check
+.PHONY: help install run test test-fast test-clients lint protos check
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,10 @@ test: install ## Run the whole test suite (unit, integration, e2e)
 
 test-fast: install ## Run the unit tests only (no servers started)
 	$(PYTHON) -m pytest -q tests/unit
+
+test-clients: install ## Install the Go and Kotlin toolchains (apt), then run the non-Python gRPC client tests
+	bash tools/install_clients.sh
+	$(PYTHON) -m pytest -q tests/clients tests/e2e/test_node_client.py
 
 lint: install ## Run ruff on the Python code and buf lint on the protos
 	$(PYTHON) -m ruff check .
