@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
+from libs import telemetry
 from libs.errors import ERROR_BODY_METADATA, GatewayError, InternalError
 from libs.logs import request_id_var, trace_id_var
 
@@ -59,7 +60,7 @@ class ServiceSpec:
     service_names: Sequence[str]
     """Full names of the business services, for health and reflection."""
     metrics_port: int | None = None
-    """Port of the Prometheus endpoint on 127.0.0.1; None disables it."""
+    """Port of the Prometheus endpoint (on 127.0.0.1 unless ``<NAME>_METRICS_ADDR`` is set); None disables it."""
     drain_s: float = 5.0
     """Seconds between reporting NOT_SERVING and stopping, so load balancers and Envoy
     stop sending new calls before the listener closes."""
@@ -130,9 +131,12 @@ def _bind_ids(context: grpc.aio.ServicerContext) -> None:
     metadata = dict(context.invocation_metadata() or ())
     request_id = metadata.get("x-request-id") or uuid.uuid4().hex
     request_id_var.set(str(request_id))
-    traceparent = str(metadata.get("traceparent", ""))
-    parts = traceparent.split("-")
-    trace_id_var.set(parts[1] if len(parts) == 4 else "")
+    # With tracing on, the server span is active here and carries the caller's trace id.
+    trace_id = telemetry.current_trace_id()
+    if not trace_id:
+        parts = str(metadata.get("traceparent", "")).split("-")
+        trace_id = parts[1] if len(parts) == 4 else ""
+    trace_id_var.set(trace_id)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
@@ -236,7 +240,9 @@ CLIENT_OPTIONS = (
 
 async def start(spec: ServiceSpec) -> RunningServer:
     """Build, bind and start the server; return it with its port."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    # The tracing interceptor comes first, so that its span is active in ErrorInterceptor.
+    interceptors = [*telemetry.server_interceptors(), ErrorInterceptor()]
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     for register in spec.registrars:
         register(server)
     health_servicer = health.aio.HealthServicer()
@@ -262,7 +268,7 @@ async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
     if spec.metrics_port is not None:
-        start_http_server(spec.metrics_port, addr="127.0.0.1")
+        start_http_server(spec.metrics_port, addr=telemetry.metrics_address(spec.name))
     running = await start(spec)
     logger.info(
         "serving",
@@ -282,7 +288,7 @@ async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]
 
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """Open a channel to another gateway service with the shared client options."""
-    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=telemetry.client_interceptors())
 
 
 def main(
@@ -306,10 +312,15 @@ def main(
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
     logs.configure(name, getattr(config, "log_level", "INFO"))
+    # Before build, so that the clients it creates are traced too.
+    telemetry.configure_tracing(name, version)
 
     async def serve() -> None:
         spec = await build(config)
-        await run(spec, version=version, config_summary=summarize(config))
+        try:
+            await run(spec, version=version, config_summary=summarize(config))
+        finally:
+            telemetry.shutdown_tracing()
 
     try:
         import uvloop

@@ -4,7 +4,8 @@ Both the local launcher (``tools/stack.py``) and deployment tooling call
 :func:`render_envoy_config`; the second passes cluster DNS names instead of 127.0.0.1.
 
 Usage: ``python -m tools.envoy_config --router HOST:PORT --security HOST:PORT
---descriptor PATH [--listen HOST:PORT] [--admin HOST:PORT] > envoy.yaml``
+--descriptor PATH [--listen HOST:PORT] [--admin HOST:PORT] [--otlp-endpoint HOST:PORT]
+> envoy.yaml``
 """
 
 from __future__ import annotations
@@ -170,6 +171,55 @@ def local_reply_mappers(
     ]
 
 
+def tracing_config(otlp_endpoint: str, service_name: str, sampling_percent: float) -> dict[str, Any]:
+    """Return the connection manager's ``tracing`` block for Envoy's OpenTelemetry tracer.
+
+    Envoy starts a span per request, exports it over OTLP/gRPC to the ``otel_collector``
+    cluster and sends W3C ``traceparent`` upstream, to the router and to ext_authz.
+    """
+    split_address(otlp_endpoint)
+    return {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "otel_collector"}, "timeout": "1s"},
+                "service_name": service_name,
+            },
+        },
+        "random_sampling": {"value": sampling_percent},
+        "spawn_upstream_span": True,
+    }
+
+
+def tracing_cluster(otlp_endpoint: str) -> dict[str, Any]:
+    """Return the cluster of the OTLP/gRPC collector at ``otlp_endpoint`` (``host:port``)."""
+    host, port = split_address(otlp_endpoint)
+    return {
+        "name": "otel_collector",
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": "otel_collector",
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
+def _otlp_host_port(endpoint: str) -> str:
+    # OTEL_EXPORTER_OTLP_ENDPOINT is a URL (http://collector:4317); Envoy needs host:port.
+    return endpoint.split("://", 1)[-1].rstrip("/")
+
+
 def _duration(seconds: float) -> str:
     return json.dumps(f"{seconds:g}s")
 
@@ -185,12 +235,17 @@ def render_envoy_config(
     stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
     authz_timeout_s: float = DEFAULT_AUTHZ_TIMEOUT_S,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    otlp_endpoint: str | None = None,
+    tracing_service_name: str = "edge",
+    trace_sampling_percent: float = 100.0,
 ) -> str:
     """Return the edge's Envoy configuration as YAML text.
 
     ``router_address`` and ``security_address`` are ``host:port`` of the gRPC services
     (an IP address or a DNS name). ``descriptor_path`` is the descriptor set written by
     ``python -m tools.protos descriptor``, as a path Envoy can read at startup.
+    ``otlp_endpoint`` (``host:port`` or an ``http://host:port`` URL of an OTLP/gRPC
+    collector) turns tracing on; without it the configuration has no tracing at all.
     """
     listen_host, listen_port = split_address(listen_address)
     admin_host, admin_port = split_address(admin_address)
@@ -218,7 +273,14 @@ def render_envoy_config(
             local_reply_mappers(max_body_bytes, stream_idle_timeout_s)
         ),
         "lua_source": json.dumps(LUA_SOURCE.read_text()),
+        "tracing": "",
+        "tracing_cluster": "",
     }
+    if otlp_endpoint:
+        endpoint = _otlp_host_port(otlp_endpoint)
+        tracing = tracing_config(endpoint, tracing_service_name, trace_sampling_percent)
+        values["tracing"] = "          tracing: " + json.dumps(tracing)
+        values["tracing_cluster"] = "  - " + json.dumps(tracing_cluster(endpoint))
     return string.Template(TEMPLATE.read_text()).substitute(values)
 
 
@@ -235,6 +297,11 @@ def main() -> int:
         default=DEFAULT_MAX_BODY_BYTES // MIB,
         help="maximum request or response body the edge buffers, in MiB (default 32)",
     )
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        help="OTLP/gRPC collector, HOST:PORT or http://HOST:PORT; turns tracing on (default off)",
+    )
     args = parser.parse_args()
 
     print(
@@ -245,6 +312,7 @@ def main() -> int:
             listen_address=args.listen,
             admin_address=args.admin,
             max_body_bytes=args.max_body_mib * MIB,
+            otlp_endpoint=args.otlp_endpoint,
         ),
         end="",
     )
