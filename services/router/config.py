@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.config import Env
+from libs.config import ConfigError, Env
+from services.router.health import BreakerSettings
+from services.router.routing import RetryPolicy
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "deploy" / "catalog" / "demo.yaml"
 
@@ -32,6 +34,16 @@ class RouterConfig:
     """Seconds between NOT_SERVING and stop on SIGTERM (``ROUTER_DRAIN_S``)."""
     log_level: str
     """Log level (``ROUTER_LOG_LEVEL``)."""
+    redis_url: str | None = None
+    """Redis that keeps deployment health for every replica (``ROUTER_REDIS_URL``); unset
+    keeps it in this process."""
+    health_key_prefix: str = "aigw:router:health:"
+    """Prefix of the Redis keys of deployment health (``ROUTER_HEALTH_KEY_PREFIX``)."""
+    breaker: BreakerSettings = BreakerSettings()
+    """Circuit breaker settings (``ROUTER_BREAKER_*``)."""
+    retry: RetryPolicy = RetryPolicy()
+    """Attempt limit, backoff and deadline of each request (``ROUTER_MAX_ATTEMPTS``,
+    ``ROUTER_BACKOFF_BASE_S``, ``ROUTER_BACKOFF_MAX_S``, ``ROUTER_DEADLINE_S``)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RouterConfig:
@@ -48,4 +60,44 @@ class RouterConfig:
             semantic_cache=env.bool("SEMANTIC_CACHE", True),
             drain_s=env.float("DRAIN_S", 5.0),
             log_level=env.str("LOG_LEVEL", "INFO"),
+            redis_url=env.optional("REDIS_URL"),
+            health_key_prefix=env.str("HEALTH_KEY_PREFIX", "aigw:router:health:"),
+            breaker=_breaker_settings(env),
+            retry=_retry_policy(env),
         )
+
+
+def _breaker_settings(env: Env) -> BreakerSettings:
+    defaults = BreakerSettings()
+    settings = BreakerSettings(
+        failure_threshold=env.int("BREAKER_FAILURES", defaults.failure_threshold),
+        failure_rate=env.float("BREAKER_FAILURE_RATE", defaults.failure_rate),
+        min_requests=env.int("BREAKER_MIN_REQUESTS", defaults.min_requests),
+        window_s=env.float("BREAKER_WINDOW_S", defaults.window_s),
+        cooldown_s=env.float("BREAKER_COOLDOWN_S", defaults.cooldown_s),
+        max_cooldown_s=env.float("BREAKER_MAX_COOLDOWN_S", defaults.max_cooldown_s),
+        half_open_probes=env.int("BREAKER_PROBES", defaults.half_open_probes),
+        probe_timeout_s=env.float("BREAKER_PROBE_TIMEOUT_S", defaults.probe_timeout_s),
+    )
+    if settings.failure_threshold < 1:
+        raise ConfigError(f"{env.name('BREAKER_FAILURES')} must be 1 or more, got {settings.failure_threshold}")
+    if not 0 < settings.failure_rate <= 1:
+        raise ConfigError(f"{env.name('BREAKER_FAILURE_RATE')} must be above 0 and at most 1, got {settings.failure_rate}")
+    if settings.half_open_probes < 1:
+        raise ConfigError(f"{env.name('BREAKER_PROBES')} must be 1 or more, got {settings.half_open_probes}")
+    return settings
+
+
+def _retry_policy(env: Env) -> RetryPolicy:
+    defaults = RetryPolicy()
+    policy = RetryPolicy(
+        max_attempts=env.int("MAX_ATTEMPTS", defaults.max_attempts),
+        backoff_base_s=env.float("BACKOFF_BASE_S", defaults.backoff_base_s),
+        backoff_max_s=env.float("BACKOFF_MAX_S", defaults.backoff_max_s),
+        deadline_s=env.float("DEADLINE_S", defaults.deadline_s),
+    )
+    if policy.max_attempts < 1:
+        raise ConfigError(f"{env.name('MAX_ATTEMPTS')} must be 1 or more, got {policy.max_attempts}")
+    if policy.deadline_s <= 0:
+        raise ConfigError(f"{env.name('DEADLINE_S')} must be greater than 0, got {policy.deadline_s}")
+    return policy

@@ -34,9 +34,17 @@ from services.router import metrics
 from services.router.catalog import Catalog, Deployment, ModelGroup, ModelNotFoundError, Price
 from services.router.clients import CacheClient, MeteringClient, SecurityClient, principal_message
 from services.router.convert import usage_message
-from services.router.openai_request import iter_prompt_texts, replace_prompt_texts, validate
+from services.router.openai_request import (
+    ROUTE_DEPLOYMENT_KEY,
+    ROUTE_MAX_PRICE_KEY,
+    ROUTE_PROVIDER_KEY,
+    iter_prompt_texts,
+    replace_prompt_texts,
+    routing_preferences,
+    validate,
+)
 from services.router.providers.base import ProviderError
-from services.router.routing import AllDeploymentsFailedError, Router
+from services.router.routing import AllDeploymentsFailedError, NoMatchingDeploymentError, RoutePreferences, Router
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,14 @@ class RequestContext:
     principal: Principal
     started: float = field(default_factory=time.perf_counter)
     start_time: float = field(default_factory=time.time)
+    time_limit_s: float | None = None
+    """Seconds the caller gave the request (its gRPC deadline), counted from ``started``."""
+
+    def remaining_s(self) -> float | None:
+        """Return the seconds left before the caller's deadline, or None without one."""
+        if self.time_limit_s is None:
+            return None
+        return self.time_limit_s - (time.perf_counter() - self.started)
 
 
 @dataclass
@@ -90,6 +106,8 @@ class Prepared:
     placeholders: dict[str, str]
     cached: bytes | None
     cache_kind: str
+    preferences: RoutePreferences = field(default_factory=RoutePreferences)
+    """Routing choices the request made in its ``metadata``."""
 
 
 def cost_usd(price: Price, usage: dict[str, Any] | None) -> float:
@@ -148,6 +166,21 @@ def provider_error_to_gateway(error: ProviderError | AllDeploymentsFailedError) 
     )
 
 
+def _no_matching_deployment(error: NoMatchingDeploymentError) -> InvalidRequestError:
+    param = {
+        "deployment": ROUTE_DEPLOYMENT_KEY,
+        "provider": ROUTE_PROVIDER_KEY,
+        "max_price_usd": ROUTE_MAX_PRICE_KEY,
+    }[error.preference]
+    return InvalidRequestError(
+        error.message,
+        reason="NO_MATCHING_DEPLOYMENT",
+        param=f"metadata.{param}",
+        openai_code="no_matching_deployment",
+        metadata={"model": error.model},
+    )
+
+
 def _single_provider_error(error: ProviderError) -> GatewayError:
     if error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 429):
         return InvalidRequestError(
@@ -178,9 +211,13 @@ class Pipeline:
         self._background: set[asyncio.Task[None]] = set()
 
     @staticmethod
-    def new_context(request_id: str | None, principal: Principal) -> RequestContext:
-        """Return the context of a new request."""
-        return RequestContext(request_id=request_id or uuid.uuid4().hex, principal=principal)
+    def new_context(
+        request_id: str | None, principal: Principal, time_limit_s: float | None = None
+    ) -> RequestContext:
+        """Return the context of a new request; ``time_limit_s`` is the caller's remaining time."""
+        return RequestContext(
+            request_id=request_id or uuid.uuid4().hex, principal=principal, time_limit_s=time_limit_s
+        )
 
     def group(self, model: str) -> ModelGroup:
         """Return the catalog's model group or raise NotFoundError."""
@@ -199,6 +236,12 @@ class Pipeline:
         """Validate, then screen, admit and look the request up concurrently."""
         validate(request)
         group = self.group(request["model"])
+        preferences, routed_request = routing_preferences(request)
+        try:
+            # Fails before screening and admission when the preferences rule out every deployment.
+            self.router.candidates(routed_request, group, preferences)
+        except NoMatchingDeploymentError as error:
+            raise _no_matching_deployment(error) from None
         located = list(iter_prompt_texts(request))
         slots = [slot for slot, _ in located]
         texts = [text for _, text in located]
@@ -230,9 +273,9 @@ class Pipeline:
         cached = results[2] if len(results) > 2 and not isinstance(results[2], BaseException) else None
 
         assert not isinstance(screening, BaseException)
-        provider_request = request
+        provider_request = routed_request
         if screening.texts is not None:
-            provider_request = replace_prompt_texts(request, slots, screening.texts)
+            provider_request = replace_prompt_texts(routed_request, slots, screening.texts)
         return Prepared(
             context=context,
             request=provider_request,
@@ -241,6 +284,7 @@ class Pipeline:
             placeholders=screening.placeholders,
             cached=cached.body if cached is not None else None,
             cache_kind=cached.kind if cached is not None else ("miss" if lookups else "bypass"),
+            preferences=preferences,
         )
 
     def _admit_message(
@@ -270,7 +314,12 @@ class Pipeline:
             return prepared.cached, outcome
 
         try:
-            routed = await self.router.complete(prepared.request, prepared.group)
+            routed = await self.router.complete(
+                prepared.request,
+                prepared.group,
+                preferences=prepared.preferences,
+                deadline_s=context.remaining_s(),
+            )
         except (ProviderError, AllDeploymentsFailedError) as exc:
             self.settle(context, prepared.group.name, None, None, None, "error", stream=False)
             raise provider_error_to_gateway(exc) from None
@@ -297,7 +346,12 @@ class Pipeline:
         if prepared.cached is not None:
             return StreamRun(self, prepared, None, include_usage)
         try:
-            routed = await self.router.stream(prepared.request, prepared.group)
+            routed = await self.router.stream(
+                prepared.request,
+                prepared.group,
+                preferences=prepared.preferences,
+                deadline_s=prepared.context.remaining_s(),
+            )
         except (ProviderError, AllDeploymentsFailedError) as exc:
             self.settle(prepared.context, prepared.group.name, None, None, None, "error", stream=True)
             raise provider_error_to_gateway(exc) from None

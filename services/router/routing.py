@@ -1,49 +1,89 @@
-"""Choose deployments for a request and fail over between them.
+"""Choose deployments for a request, fail over between them and retry with backoff.
 
-A strategy orders a group's deployments for one request. A health tracker reports which
-deployments are cooling down and records each attempt's outcome. The router walks the
-order: a retryable ProviderError moves on to the next deployment at once, and any other
-error is raised at once. New strategies (lowest cost, latency, least busy, weighted)
-register in ``STRATEGIES``. A health tracker shared between replicas (Redis, say)
-implements ``HealthTracker`` and is passed to the Router.
+For each request the router:
+
+1. keeps the group's deployments that match the request's routing preferences (a pinned
+   provider or deployment, a maximum estimated price);
+2. orders them with the group's strategy (``STRATEGIES``);
+3. walks the order. Each deployment's health tracker may hold it back (an open circuit
+   breaker, a Retry-After cooldown), and then the next one is tried at once. A
+   retryable ProviderError moves on to the next deployment at once. A non-retryable
+   one is raised at once;
+4. when every deployment of a round failed, waits an exponential backoff with jitter
+   and starts another round, as long as the attempt limit and the total deadline allow.
+   A round in which every deployment was held back ends the request with the soonest
+   time one becomes free as its retry delay.
+
+Strategies:
+
+- ``priority``: lowest ``priority`` value first, ties in catalog order.
+- ``lowest_cost``: cheapest first for the request's estimated tokens (prompt characters
+  divided by four, plus the requested maximum output, or 512 tokens when unset).
+- ``lowest_latency``: lowest moving average (EWMA) first: of time to first content for
+  stream requests, of the whole response otherwise. Deployments not yet measured come
+  first, so that each gets measured.
+- ``least_busy``: fewest requests in flight from this replica first.
+- ``weighted``: a random order drawn by ``weight``, so that each deployment comes first
+  in proportion to its weight.
+
+Every order contains all the matching deployments, so each strategy fails over to the
+rest. Latency averages and in-flight counts are kept per replica. Breakers and cooldowns
+live in the health tracker, which can be shared between replicas (see ``health.py``).
 
 Exception tree::
 
     RoutingError
-        AllDeploymentsFailedError   every deployment failed or was cooling down
+        AllDeploymentsFailedError   every attempt failed, or every deployment was held back
+        NoMatchingDeploymentError   no deployment fits the request's routing preferences
     ProviderError                   non-retryable failure, raised as the adapter raised it
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from services.router import metrics
 from services.router.catalog import STRATEGIES as CATALOG_STRATEGIES
 from services.router.catalog import Catalog, Deployment, ModelGroup
+from services.router.health import HealthTracker, InMemoryHealth
 from services.router.providers import adapter_for
-from services.router.providers.base import ProviderAdapter, ProviderError
+from services.router.providers.base import CODE_TIMEOUT, ProviderAdapter, ProviderError
 
 __all__ = [
+    "DEFAULT_OUTPUT_ESTIMATE",
     "STRATEGIES",
     "AllDeploymentsFailedError",
     "Attempt",
     "HealthTracker",
     "InMemoryHealth",
-    "PriorityStrategy",
+    "LoadStats",
+    "NoMatchingDeploymentError",
+    "RetryPolicy",
+    "RoutePreferences",
     "RoutedCompletion",
     "RoutedStream",
     "Router",
     "RoutingError",
     "RoutingStrategy",
+    "estimate_tokens",
+    "estimated_cost_usd",
 ]
 
 logger = logging.getLogger(__name__)
 
 OK_CODE = "OK"
+DEFAULT_OUTPUT_ESTIMATE = 512
+"""Output tokens assumed when the request sets no maximum."""
+CHARS_PER_TOKEN = 4
+"""Characters per token for estimates made before a provider reports usage."""
+TOKENS_PER_MESSAGE = 4
+"""Tokens a chat format adds per message (role and separators), as an estimate."""
 
 
 @dataclass
@@ -56,7 +96,42 @@ class Attempt:
     code: str
     """"OK" or the ProviderError code."""
     latency_ms: float
-    """Time until the response (complete), the first chunk (stream) or the error."""
+    """Time until the response (complete), the first content (stream) or the error."""
+
+
+@dataclass(frozen=True)
+class RoutePreferences:
+    """Routing choices a request makes for itself."""
+
+    provider: str | None = None
+    """Only deployments of this provider wire format ("openai", "anthropic")."""
+    deployment: str | None = None
+    """Only the deployment with this id, such as "gpt-4o-mini/backup"."""
+    max_price_usd: float | None = None
+    """Only deployments whose estimated cost of this request is at most this many USD."""
+
+    def is_empty(self) -> bool:
+        """Return whether the request made no routing choice."""
+        return self.provider is None and self.deployment is None and self.max_price_usd is None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds on the attempts of one request."""
+
+    max_attempts: int = 3
+    """Provider calls per request, failovers and retries together."""
+    backoff_base_s: float = 0.25
+    """Backoff before the second round; each later round doubles it."""
+    backoff_max_s: float = 2.0
+    """Upper bound of one backoff before jitter."""
+    deadline_s: float = 120.0
+    """Time for the whole request to get a response (a stream: its first content)."""
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Return the wait before round ``retry + 1``: half to all of the exponential step."""
+        step = min(self.backoff_base_s * 2 ** (retry - 1), self.backoff_max_s)
+        return step * rng.uniform(0.5, 1.0)
 
 
 class RoutingError(Exception):
@@ -66,8 +141,8 @@ class RoutingError(Exception):
 class AllDeploymentsFailedError(RoutingError):
     """No deployment of the group served the request.
 
-    ``last_error`` is None when every deployment was cooling down and none was tried;
-    ``retry_after_s`` is then the time until the first becomes free again.
+    ``last_error`` is None when every deployment was held back by its health tracker and
+    none was tried; ``retry_after_s`` is then the time until the first becomes free again.
     """
 
     def __init__(
@@ -78,10 +153,10 @@ class AllDeploymentsFailedError(RoutingError):
         retry_after_s: float | None = None,
     ) -> None:
         if last_error is None:
-            message = f"every deployment of model {model!r} is cooling down after rate limiting"
+            message = f"every deployment of model {model!r} is cooling down after failures or rate limiting"
         else:
             message = (
-                f"all {len(attempts)} attempted deployments of model {model!r} failed; "
+                f"all {len(attempts)} attempts at deployments of model {model!r} failed; "
                 f"last error: {last_error.message}"
             )
         super().__init__(message)
@@ -89,6 +164,18 @@ class AllDeploymentsFailedError(RoutingError):
         self.attempts = list(attempts)
         self.last_error = last_error
         self.retry_after_s = retry_after_s
+
+
+class NoMatchingDeploymentError(RoutingError):
+    """The request's routing preferences rule out every deployment of the model."""
+
+    def __init__(self, model: str, preferences: RoutePreferences, preference: str, message: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.preferences = preferences
+        self.preference = preference
+        """The preference that ruled out the rest: "deployment", "provider" or "max_price_usd"."""
+        self.message = message
 
 
 @dataclass
@@ -102,90 +189,169 @@ class RoutedCompletion:
     """Every attempt, the successful one last."""
 
 
+def estimate_tokens(request: Mapping[str, Any]) -> tuple[int, int]:
+    """Return estimated (prompt, completion) tokens of an OpenAI-shaped request."""
+    characters = 0
+    messages = request.get("messages") or ()
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            characters += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    characters += len(part["text"])
+    prompt = characters // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(messages)
+    completion = request.get("max_completion_tokens") or request.get("max_tokens") or DEFAULT_OUTPUT_ESTIMATE
+    return prompt, int(completion)
+
+
+def estimated_cost_usd(deployment: Deployment, prompt_tokens: int, completion_tokens: int) -> float:
+    """Return the list-price cost of the tokens at the deployment, in USD."""
+    price = deployment.price
+    return (prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok) / 1_000_000
+
+
+@dataclass
+class _DeploymentLoad:
+    in_flight: int = 0
+    latency_ms: float | None = None
+    first_content_ms: float | None = None
+
+
+class LoadStats:
+    """In-flight counts and latency averages per deployment, for this replica."""
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        """``alpha`` is the weight of the newest sample in the moving averages."""
+        self.alpha = alpha
+        self._loads: dict[str, _DeploymentLoad] = {}
+
+    def _load(self, deployment_id: str) -> _DeploymentLoad:
+        return self._loads.setdefault(deployment_id, _DeploymentLoad())
+
+    def started(self, deployment_id: str) -> None:
+        """Count a call that began."""
+        self._load(deployment_id).in_flight += 1
+
+    def ended(self, deployment_id: str) -> None:
+        """Count a call that ended, however it ended."""
+        load = self._load(deployment_id)
+        load.in_flight = max(load.in_flight - 1, 0)
+
+    def observe(self, deployment_id: str, milliseconds: float, *, stream: bool) -> None:
+        """Fold one latency sample into the deployment's average."""
+        load = self._load(deployment_id)
+        if stream:
+            load.first_content_ms = self._average(load.first_content_ms, milliseconds)
+        else:
+            load.latency_ms = self._average(load.latency_ms, milliseconds)
+
+    def in_flight(self, deployment_id: str) -> int:
+        """Return the calls to the deployment in progress."""
+        load = self._loads.get(deployment_id)
+        return load.in_flight if load else 0
+
+    def latency_ms(self, deployment_id: str, *, stream: bool) -> float | None:
+        """Return the average time to first content (streams) or to the response, or None."""
+        load = self._loads.get(deployment_id)
+        if load is None:
+            return None
+        preferred, other = (
+            (load.first_content_ms, load.latency_ms) if stream else (load.latency_ms, load.first_content_ms)
+        )
+        return preferred if preferred is not None else other
+
+    def _average(self, current: float | None, sample: float) -> float:
+        return sample if current is None else self.alpha * sample + (1 - self.alpha) * current
+
+
 class RoutingStrategy(Protocol):
     """Orders a group's deployments for one request."""
 
-    def order(self, group: ModelGroup, request: Mapping[str, Any]) -> Sequence[Deployment]:
-        """Return the deployments to try, first choice first."""
+    def order(self, group: ModelGroup, request: Mapping[str, Any], stats: LoadStats) -> list[Deployment]:
+        """Return every deployment of the group, first choice first."""
         ...
+
+
+def _by_priority(deployments: Sequence[Deployment]) -> list[Deployment]:
+    return sorted(deployments, key=lambda deployment: deployment.priority)
 
 
 class PriorityStrategy:
     """Lowest ``priority`` value first; ties keep catalog order."""
 
-    def order(self, group: ModelGroup, request: Mapping[str, Any]) -> Sequence[Deployment]:
+    def order(self, group: ModelGroup, request: Mapping[str, Any], stats: LoadStats) -> list[Deployment]:
         """Return the group's deployments sorted by priority."""
-        return sorted(group.deployments, key=lambda deployment: deployment.priority)
+        return _by_priority(group.deployments)
 
 
-STRATEGIES: dict[str, RoutingStrategy] = {"priority": PriorityStrategy()}
+class LowestCostStrategy:
+    """Cheapest estimated cost of this request first; ties by priority."""
+
+    def order(self, group: ModelGroup, request: Mapping[str, Any], stats: LoadStats) -> list[Deployment]:
+        """Return the group's deployments sorted by estimated cost."""
+        prompt, completion = estimate_tokens(request)
+        return sorted(
+            _by_priority(group.deployments),
+            key=lambda deployment: estimated_cost_usd(deployment, prompt, completion),
+        )
+
+
+class LowestLatencyStrategy:
+    """Unmeasured deployments first, then the lowest latency average; ties by priority."""
+
+    def order(self, group: ModelGroup, request: Mapping[str, Any], stats: LoadStats) -> list[Deployment]:
+        """Return the group's deployments sorted by their latency average."""
+        stream = bool(request.get("stream"))
+
+        def key(deployment: Deployment) -> float:
+            latency = stats.latency_ms(deployment.id, stream=stream)
+            return -1.0 if latency is None else latency
+
+        return sorted(_by_priority(group.deployments), key=key)
+
+
+class LeastBusyStrategy:
+    """Fewest in-flight requests first; ties by priority."""
+
+    def order(self, group: ModelGroup, request: Mapping[str, Any], stats: LoadStats) -> list[Deployment]:
+        """Return the group's deployments sorted by in-flight requests."""
+        return sorted(_by_priority(group.deployments), key=lambda deployment: stats.in_flight(deployment.id))
+
+
+class WeightedStrategy:
+    """A random order in which each deployment comes first in proportion to its weight."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    def order(self, group: ModelGroup, request: Mapping[str, Any], stats: LoadStats) -> list[Deployment]:
+        """Draw deployments one by one without replacement, each by its share of the weight left."""
+        remaining = _by_priority(group.deployments)
+        ordered: list[Deployment] = []
+        while remaining:
+            total = sum(deployment.weight for deployment in remaining)
+            point = self._rng.uniform(0, total)
+            for index, deployment in enumerate(remaining):
+                point -= deployment.weight
+                if point <= 0 or index == len(remaining) - 1:
+                    ordered.append(remaining.pop(index))
+                    break
+        return ordered
+
+
+STRATEGIES: dict[str, RoutingStrategy] = {
+    "priority": PriorityStrategy(),
+    "lowest_cost": LowestCostStrategy(),
+    "lowest_latency": LowestLatencyStrategy(),
+    "least_busy": LeastBusyStrategy(),
+    "weighted": WeightedStrategy(),
+}
 """Strategy by the name a model group gives in the catalog."""
 
 if set(STRATEGIES) != set(CATALOG_STRATEGIES):
     raise RuntimeError("routing strategies and the catalog's STRATEGIES list disagree")
-
-
-class HealthTracker(Protocol):
-    """Deployment health shared by every request (in process now; Redis later)."""
-
-    async def cooldowns(self, deployment_ids: Sequence[str]) -> dict[str, float]:
-        """Return the remaining cooldown in seconds of each listed deployment cooling down."""
-        ...
-
-    async def record_success(self, deployment_id: str, latency_ms: float) -> None:
-        """Note a successful attempt."""
-        ...
-
-    async def record_failure(
-        self, deployment_id: str, error: ProviderError, latency_ms: float
-    ) -> None:
-        """Note a failed attempt; a Retry-After starts a cooldown."""
-        ...
-
-
-class InMemoryHealth:
-    """Cooldowns kept in this process, right for a single router replica."""
-
-    def __init__(
-        self,
-        *,
-        max_cooldown_s: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        # An unbounded Retry-After (a date far ahead, or a bad value) would take a
-        # deployment out for good; the cap bounds that.
-        self._max_cooldown_s = max_cooldown_s
-        self._clock = clock
-        self._cooling_until: dict[str, float] = {}
-
-    async def cooldowns(self, deployment_ids: Sequence[str]) -> dict[str, float]:
-        """Return the remaining cooldown of each listed deployment cooling down."""
-        if not self._cooling_until:
-            return {}
-        now = self._clock()
-        remaining: dict[str, float] = {}
-        for deployment_id in deployment_ids:
-            until = self._cooling_until.get(deployment_id)
-            if until is None:
-                continue
-            if until > now:
-                remaining[deployment_id] = until - now
-            else:
-                del self._cooling_until[deployment_id]
-        return remaining
-
-    async def record_success(self, deployment_id: str, latency_ms: float) -> None:
-        """End any cooldown of the deployment, because it responded."""
-        self._cooling_until.pop(deployment_id, None)
-
-    async def record_failure(
-        self, deployment_id: str, error: ProviderError, latency_ms: float
-    ) -> None:
-        """Start a cooldown when a retryable error carried a Retry-After."""
-        if error.retryable and error.retry_after_s and error.retry_after_s > 0:
-            seconds = min(error.retry_after_s, self._max_cooldown_s)
-            self._cooling_until[deployment_id] = self._clock() + seconds
-            logger.info("deployment %s cooling down for %.1f s", deployment_id, seconds)
 
 
 class RoutedStream:
@@ -204,6 +370,7 @@ class RoutedStream:
         buffered: list[dict[str, Any]],
         chunks: AsyncIterator[dict[str, Any]],
         health: HealthTracker,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.deployment = deployment
         self.attempts = attempts
@@ -212,6 +379,7 @@ class RoutedStream:
         self._chunks = chunks
         self._health = health
         self._started = time.perf_counter()
+        self._on_end = on_end
 
     def __aiter__(self) -> RoutedStream:
         return self
@@ -221,7 +389,11 @@ class RoutedStream:
             return self._buffered.pop(0)
         try:
             return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._ended()
+            raise
         except ProviderError as error:
+            self._ended()
             error.attempts = tuple(self.attempts)
             latency_ms = (time.perf_counter() - self._started) * 1000.0
             await self._health.record_failure(self.deployment.id, error, latency_ms)
@@ -236,9 +408,15 @@ class RoutedStream:
     async def aclose(self) -> None:
         """Stop reading and release the upstream connection."""
         self._buffered.clear()
+        self._ended()
         closer = getattr(self._chunks, "aclose", None)
         if closer is not None:
             await closer()
+
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
 
     async def __aenter__(self) -> RoutedStream:
         return self
@@ -248,11 +426,16 @@ class RoutedStream:
 
 
 @dataclass
-class _Plan:
-    """Deployments to try for one request, and the cooldowns that removed others."""
+class _Run:
+    """The state of one request's walk over the deployments."""
 
-    candidates: list[Deployment]
-    skipped: dict[str, float] = field(default_factory=dict)
+    group: ModelGroup
+    deadline: float
+    """Event-loop time by which a response (a stream: its first content) must arrive."""
+    attempts: list[Attempt] = field(default_factory=list)
+    last_error: ProviderError | None = None
+    held_back: dict[str, float] = field(default_factory=dict)
+    """Seconds until each held-back deployment is free again, from the latest round."""
 
 
 class Router:
@@ -265,11 +448,19 @@ class Router:
         health: HealthTracker | None = None,
         adapters: Callable[[str], ProviderAdapter] = adapter_for,
         strategies: Mapping[str, RoutingStrategy] | None = None,
+        retry: RetryPolicy | None = None,
+        stats: LoadStats | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._catalog = catalog
         self._health: HealthTracker = health if health is not None else InMemoryHealth()
         self._adapters = adapters
         self._strategies = dict(STRATEGIES if strategies is None else strategies)
+        self.retry = retry or RetryPolicy()
+        self.stats = stats or LoadStats()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
         for group in catalog.models():
             if group.strategy not in self._strategies:
                 raise ValueError(
@@ -282,88 +473,162 @@ class Router:
         """The catalog this router serves."""
         return self._catalog
 
-    async def complete(self, request: dict[str, Any], group: ModelGroup) -> RoutedCompletion:
+    @property
+    def health(self) -> HealthTracker:
+        """The health tracker that holds deployments back."""
+        return self._health
+
+    def candidates(
+        self, request: Mapping[str, Any], group: ModelGroup, preferences: RoutePreferences | None = None
+    ) -> list[Deployment]:
+        """Return the deployments that fit the preferences, in strategy order.
+
+        Raises NoMatchingDeploymentError when the preferences rule out every deployment.
+        """
+        deployments = _matching(request, group, preferences or RoutePreferences())
+        return self._strategies[group.strategy].order(replace(group, deployments=deployments), request, self.stats)
+
+    async def complete(
+        self,
+        request: dict[str, Any],
+        group: ModelGroup,
+        *,
+        preferences: RoutePreferences | None = None,
+        deadline_s: float | None = None,
+    ) -> RoutedCompletion:
         """Return the first successful answer in strategy order.
 
+        ``deadline_s`` (the caller's remaining time) shortens the policy's deadline.
         Raises ProviderError at once for a non-retryable error, with ``attempts`` set,
-        and AllDeploymentsFailedError when no deployment answered.
+        AllDeploymentsFailedError when no deployment answered, and
+        NoMatchingDeploymentError.
         """
-        plan = await self._plan(request, group)
-        attempts: list[Attempt] = []
-        last_error: ProviderError | None = None
 
-        for deployment in plan.candidates:
+        async def call(deployment: Deployment, run: _Run) -> RoutedCompletion:
             adapter = self._adapters(deployment.provider)
             started = time.perf_counter()
+            self.stats.started(deployment.id)
             try:
-                body = await adapter.complete(request, deployment)
-            except ProviderError as error:
-                await self._failed(deployment, error, started, attempts)
-                last_error = error
-                continue
+                async with asyncio.timeout_at(run.deadline):
+                    body = await adapter.complete(request, deployment)
+            except TimeoutError:
+                raise _deadline_error(deployment) from None
+            finally:
+                self.stats.ended(deployment.id)
             latency_ms = _elapsed_ms(started)
-            attempts.append(Attempt(deployment.id, 200, OK_CODE, latency_ms))
-            await self._health.record_success(deployment.id, latency_ms)
-            return RoutedCompletion(body=body, deployment=deployment, attempts=attempts)
+            self.stats.observe(deployment.id, latency_ms, stream=False)
+            await self._succeeded(deployment, latency_ms, run)
+            return RoutedCompletion(body=body, deployment=deployment, attempts=run.attempts)
 
-        raise self._exhausted(group, plan, attempts, last_error)
+        return await self._serve(request, group, preferences, deadline_s, call)
 
-    async def stream(self, request: dict[str, Any], group: ModelGroup) -> RoutedStream:
+    async def stream(
+        self,
+        request: dict[str, Any],
+        group: ModelGroup,
+        *,
+        preferences: RoutePreferences | None = None,
+        deadline_s: float | None = None,
+    ) -> RoutedStream:
         """Open a stream on the first deployment that delivers content, in strategy order.
 
         Returns once a chunk with content (or a finish reason or usage) arrived. Chunks
         before it that carry only the role are held back, so that a deployment that
-        stalls or fails before its first token is still failed over. Raises like
-        :meth:`complete`. Errors after this returns come from iterating the stream.
+        stalls or fails before its first token (an error event inside a 200 stream
+        included) is still failed over. Raises like :meth:`complete`. Errors after this
+        returns come from iterating the stream.
         """
-        plan = await self._plan(request, group)
-        attempts: list[Attempt] = []
-        last_error: ProviderError | None = None
 
-        for deployment in plan.candidates:
+        async def call(deployment: Deployment, run: _Run) -> RoutedStream:
             adapter = self._adapters(deployment.provider)
             started = time.perf_counter()
+            self.stats.started(deployment.id)
             chunks = adapter.stream(request, deployment)
             buffered: list[dict[str, Any]] = []
             try:
-                async for chunk in chunks:
-                    buffered.append(chunk)
-                    if _has_content(chunk):
-                        break
-            except ProviderError as error:
+                async with asyncio.timeout_at(run.deadline):
+                    async for chunk in chunks:
+                        buffered.append(chunk)
+                        if _has_content(chunk):
+                            break
+            except TimeoutError:
+                self.stats.ended(deployment.id)
                 await _close(chunks)
-                await self._failed(deployment, error, started, attempts)
-                last_error = error
-                continue
+                raise _deadline_error(deployment) from None
             except BaseException:
+                self.stats.ended(deployment.id)
                 await _close(chunks)
                 raise
 
             latency_ms = _elapsed_ms(started)
-            attempts.append(Attempt(deployment.id, 200, OK_CODE, latency_ms))
-            await self._health.record_success(deployment.id, latency_ms)
-            return RoutedStream(deployment, attempts, buffered, chunks, self._health)
+            self.stats.observe(deployment.id, latency_ms, stream=True)
+            await self._succeeded(deployment, latency_ms, run)
+            return RoutedStream(
+                deployment,
+                run.attempts,
+                buffered,
+                chunks,
+                self._health,
+                on_end=lambda: self.stats.ended(deployment.id),
+            )
 
-        raise self._exhausted(group, plan, attempts, last_error)
+        return await self._serve(request, group, preferences, deadline_s, call)
 
-    async def _plan(self, request: Mapping[str, Any], group: ModelGroup) -> _Plan:
-        ordered = self._strategies[group.strategy].order(group, request)
-        cooling = await self._health.cooldowns([deployment.id for deployment in ordered])
-        candidates = [deployment for deployment in ordered if deployment.id not in cooling]
-        return _Plan(candidates=candidates, skipped=cooling)
-
-    async def _failed(
+    async def _serve(
         self,
-        deployment: Deployment,
-        error: ProviderError,
-        started: float,
-        attempts: list[Attempt],
-    ) -> None:
+        request: dict[str, Any],
+        group: ModelGroup,
+        preferences: RoutePreferences | None,
+        deadline_s: float | None,
+        call: Callable[[Deployment, _Run], Awaitable[Any]],
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        budget = self.retry.deadline_s if deadline_s is None else min(deadline_s, self.retry.deadline_s)
+        run = _Run(group=group, deadline=loop.time() + budget)
+        retry = 0
+
+        while True:
+            run.held_back = {}
+            tried = False
+            for deployment in self.candidates(request, group, preferences):
+                if len(run.attempts) >= self.retry.max_attempts or loop.time() >= run.deadline:
+                    break
+                wait = await self._health.acquire(deployment.id)
+                if wait > 0:
+                    run.held_back[deployment.id] = wait
+                    continue
+                tried = True
+                started = time.perf_counter()
+                try:
+                    return await call(deployment, run)
+                except ProviderError as error:
+                    await self._failed(deployment, error, started, run)
+
+            if not tried or len(run.attempts) >= self.retry.max_attempts:
+                break
+            retry += 1
+            delay = self.retry.backoff(retry, self._rng)
+            if loop.time() + delay >= run.deadline:
+                break
+            logger.info("every deployment of %s failed; retrying in %.0f ms", group.name, delay * 1000)
+            await self._sleep(delay)
+
+        raise self._exhausted(run)
+
+    async def _succeeded(self, deployment: Deployment, latency_ms: float, run: _Run) -> None:
+        run.attempts.append(Attempt(deployment.id, 200, OK_CODE, latency_ms))
+        metrics.PROVIDER_ATTEMPTS.labels(deployment.id, deployment.provider, OK_CODE).inc()
+        metrics.PROVIDER_LATENCY.labels(deployment.id, deployment.provider).observe(latency_ms / 1000.0)
+        await self._health.record_success(deployment.id, latency_ms)
+
+    async def _failed(self, deployment: Deployment, error: ProviderError, started: float, run: _Run) -> None:
         latency_ms = _elapsed_ms(started)
-        attempts.append(Attempt(deployment.id, error.status, error.code, latency_ms))
+        run.attempts.append(Attempt(deployment.id, error.status, error.code, latency_ms))
+        run.last_error = error
+        metrics.PROVIDER_ATTEMPTS.labels(deployment.id, deployment.provider, error.code).inc()
         await self._health.record_failure(deployment.id, error, latency_ms)
         if not error.retryable:
-            error.attempts = tuple(attempts)
+            error.attempts = tuple(run.attempts)
             raise error
         logger.warning(
             "deployment %s failed, trying the next one: code=%s status=%s latency_ms=%.0f",
@@ -373,20 +638,65 @@ class Router:
             latency_ms,
         )
 
-    def _exhausted(
-        self,
-        group: ModelGroup,
-        plan: _Plan,
-        attempts: list[Attempt],
-        last_error: ProviderError | None,
-    ) -> AllDeploymentsFailedError:
+    def _exhausted(self, run: _Run) -> AllDeploymentsFailedError:
+        last_error = run.last_error
         retry_after = last_error.retry_after_s if last_error is not None else None
-        if plan.skipped:
-            soonest = min(plan.skipped.values())
+        if run.held_back:
+            soonest = min(run.held_back.values())
             retry_after = soonest if retry_after is None else min(retry_after, soonest)
         if last_error is not None:
-            last_error.attempts = tuple(attempts)
-        return AllDeploymentsFailedError(group.name, attempts, last_error, retry_after)
+            last_error.attempts = tuple(run.attempts)
+        return AllDeploymentsFailedError(run.group.name, run.attempts, last_error, retry_after)
+
+
+def _matching(request: Mapping[str, Any], group: ModelGroup, preferences: RoutePreferences) -> tuple[Deployment, ...]:
+    deployments = tuple(group.deployments)
+    if preferences.deployment is not None:
+        deployments = tuple(d for d in deployments if d.id == preferences.deployment)
+        if not deployments:
+            raise NoMatchingDeploymentError(
+                group.name,
+                preferences,
+                "deployment",
+                f"model {group.name!r} has no deployment {preferences.deployment!r}; "
+                f"its deployments are {sorted(d.id for d in group.deployments)}",
+            )
+    if preferences.provider is not None:
+        deployments = tuple(d for d in deployments if d.provider == preferences.provider)
+        if not deployments:
+            raise NoMatchingDeploymentError(
+                group.name,
+                preferences,
+                "provider",
+                f"model {group.name!r} has no deployment of provider {preferences.provider!r}; "
+                f"its providers are {sorted({d.provider for d in group.deployments})}",
+            )
+    if preferences.max_price_usd is not None:
+        prompt, completion = estimate_tokens(request)
+        costs = {d.id: estimated_cost_usd(d, prompt, completion) for d in deployments}
+        affordable = tuple(d for d in deployments if costs[d.id] <= preferences.max_price_usd)
+        if not affordable:
+            cheapest = min(costs.values())
+            raise NoMatchingDeploymentError(
+                group.name,
+                preferences,
+                "max_price_usd",
+                f"no deployment of model {group.name!r} serves this request for at most "
+                f"{preferences.max_price_usd:g} USD: the cheapest estimate is {cheapest:.8f} USD "
+                f"for {prompt} prompt and {completion} completion tokens; raise the maximum price "
+                "or lower max_tokens",
+            )
+        deployments = affordable
+    return deployments
+
+
+def _deadline_error(deployment: Deployment) -> ProviderError:
+    return ProviderError(
+        f"deployment {deployment.id} timed out: the request's deadline passed",
+        code=CODE_TIMEOUT,
+        retryable=True,
+        deployment_id=deployment.id,
+    )
 
 
 def _has_content(chunk: Mapping[str, Any]) -> bool:

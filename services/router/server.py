@@ -10,6 +10,7 @@ from services.router import upstream
 from services.router.catalog import Catalog
 from services.router.clients import CacheClient, MeteringClient, SecurityClient
 from services.router.config import RouterConfig
+from services.router.health import HealthTracker, InMemoryHealth, RedisHealth
 from services.router.pipeline import Pipeline
 from services.router.routing import Router
 from services.router.service import ChatServicer, RouterServicer
@@ -26,7 +27,13 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
     security = SecurityClient(config.security_address)
     cache = CacheClient(config.cache_address) if config.cache_address else None
     metering = MeteringClient(config.metering_address)
-    pipeline = Pipeline(catalog, Router(catalog), security, cache, metering, semantic_cache=config.semantic_cache)
+    health: HealthTracker
+    if config.redis_url:
+        health = RedisHealth.from_url(config.redis_url, config.breaker, key_prefix=config.health_key_prefix)
+    else:
+        health = InMemoryHealth(config.breaker)
+    router = Router(catalog, health=health, retry=config.retry)
+    pipeline = Pipeline(catalog, router, security, cache, metering, semantic_cache=config.semantic_cache)
 
     async def close() -> None:
         await pipeline.drain()
@@ -35,6 +42,8 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
         if cache is not None:
             await cache.close()
         await upstream.close_session()
+        if isinstance(health, RedisHealth):
+            await health.close()
 
     spec = ServiceSpec(
         name="router",
