@@ -195,10 +195,9 @@ def test_router_calls_are_child_spans(receiver: tuple[TraceReceiver, int], trace
         assert "router" in parents, f"{callee}'s server spans have parents from {parents}"
     # The aiohttp instrumentation names the method attribute after the semantic
     # conventions in force: http.method by default, http.request.method in the stable ones.
+    method_keys = {"http.method", "http.request.method"}
     provider_calls = [
-        s
-        for s in spans
-        if s.service == "router" and s.kind == SPAN_KIND_CLIENT and ({"http.method", "http.request.method"} & set(s.attributes))
+        s for s in spans if s.service == "router" and s.kind == SPAN_KIND_CLIENT and method_keys & set(s.attributes)
     ]
     assert provider_calls, [(s.name, s.kind, sorted(s.attributes)) for s in spans if s.service == "router"]
     method = provider_calls[0].attributes.get("http.request.method") or provider_calls[0].attributes.get("http.method")
@@ -211,7 +210,8 @@ def test_router_logs_trace_id(receiver: tuple[TraceReceiver, int], traced_stack:
 
     _chat(traced_stack, trace_id)
     _wait_for_services(spans_receiver, trace_id, {"router"})
-    lines = [json.loads(line) for line in (traced_stack.log_dir / "router.log").read_text().splitlines() if line.startswith("{")]
+    log_text = (traced_stack.log_dir / "router.log").read_text()
+    lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
 
     request_lines = [line for line in lines if line.get("trace_id") == trace_id]
     assert request_lines, "no router log line carries the request's trace_id"
