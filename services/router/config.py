@@ -42,8 +42,9 @@ class RouterConfig:
     breaker: BreakerSettings = BreakerSettings()
     """Circuit breaker settings (``ROUTER_BREAKER_*``)."""
     retry: RetryPolicy = RetryPolicy()
-    """Attempt limit, backoff and deadline of each request (``ROUTER_MAX_ATTEMPTS``,
-    ``ROUTER_BACKOFF_BASE_S``, ``ROUTER_BACKOFF_MAX_S``, ``ROUTER_DEADLINE_S``)."""
+    """Attempt and round limits, backoff and deadline of each request
+    (``ROUTER_MAX_ATTEMPTS``, ``ROUTER_RETRY_ROUNDS``, ``ROUTER_BACKOFF_BASE_S``,
+    ``ROUTER_BACKOFF_MAX_S``, ``ROUTER_DEADLINE_S``)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> RouterConfig:
@@ -92,12 +93,16 @@ def _retry_policy(env: Env) -> RetryPolicy:
     defaults = RetryPolicy()
     policy = RetryPolicy(
         max_attempts=env.int("MAX_ATTEMPTS", defaults.max_attempts),
+        # The service retries by default: a second walk over the deployments after a backoff.
+        rounds=env.int("RETRY_ROUNDS", 2),
         backoff_base_s=env.float("BACKOFF_BASE_S", defaults.backoff_base_s),
         backoff_max_s=env.float("BACKOFF_MAX_S", defaults.backoff_max_s),
         deadline_s=env.float("DEADLINE_S", defaults.deadline_s),
     )
     if policy.max_attempts < 1:
         raise ConfigError(f"{env.name('MAX_ATTEMPTS')} must be 1 or more, got {policy.max_attempts}")
+    if policy.rounds < 1:
+        raise ConfigError(f"{env.name('RETRY_ROUNDS')} must be 1 or more, got {policy.rounds}")
     if policy.deadline_s <= 0:
         raise ConfigError(f"{env.name('DEADLINE_S')} must be greater than 0, got {policy.deadline_s}")
     return policy

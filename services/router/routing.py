@@ -10,7 +10,8 @@ For each request the router:
    retryable ProviderError moves on to the next deployment at once. A non-retryable
    one is raised at once;
 4. when every deployment of a round failed, waits an exponential backoff with jitter
-   and starts another round, as long as the attempt limit and the total deadline allow.
+   and starts another round, as long as the round limit, the attempt limit and the
+   total deadline allow, and unless every failure asked for a longer Retry-After.
    A round in which every deployment was held back ends the request with the soonest
    time one becomes free as its retry delay.
 
@@ -121,6 +122,9 @@ class RetryPolicy:
 
     max_attempts: int = 3
     """Provider calls per request, failovers and retries together."""
+    rounds: int = 1
+    """Walks over the deployment list; 1 fails over once through the list and never
+    retries a deployment. The router service sets 2 (``ROUTER_RETRY_ROUNDS``)."""
     backoff_base_s: float = 0.25
     """Backoff before the second round; each later round doubles it."""
     backoff_max_s: float = 2.0
@@ -590,6 +594,8 @@ class Router:
         while True:
             run.held_back = {}
             tried = False
+            # The shortest Retry-After among this round's failures; 0 when one failed without it.
+            round_retry_after = float("inf")
             for deployment in self.candidates(request, group, preferences):
                 if len(run.attempts) >= self.retry.max_attempts or loop.time() >= run.deadline:
                     break
@@ -603,12 +609,14 @@ class Router:
                     return await call(deployment, run)
                 except ProviderError as error:
                     await self._failed(deployment, error, started, run)
+                    round_retry_after = min(round_retry_after, error.retry_after_s or 0.0)
 
-            if not tried or len(run.attempts) >= self.retry.max_attempts:
+            if not tried or len(run.attempts) >= self.retry.max_attempts or retry + 1 >= self.retry.rounds:
                 break
             retry += 1
             delay = self.retry.backoff(retry, self._rng)
-            if loop.time() + delay >= run.deadline:
+            if loop.time() + delay >= run.deadline or round_retry_after > delay:
+                # Past the deadline, or every deployment tried asked for a longer wait.
                 break
             logger.info("every deployment of %s failed; retrying in %.0f ms", group.name, delay * 1000)
             await self._sleep(delay)
