@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +60,8 @@ class Simulator:
 
 
 SIMULATOR = web.AppKey("simulator", Simulator)
+LOG_ENTRY = web.RequestKey("log_entry", dict)
+"""The request's entry in the request log, for recording how its stream ended."""
 
 
 def deployment_of(request: web.Request) -> str:
@@ -89,7 +92,7 @@ async def read_json(request: web.Request) -> tuple[Any, bool]:
 
 def log_request(request: web.Request, body: Any) -> None:
     """Add the request to the simulator's request log."""
-    request.app[SIMULATOR].log.add(
+    request[LOG_ENTRY] = request.app[SIMULATOR].log.add(
         deployment_of(request), request.method, request.path, request.headers, body
     )
 
@@ -161,20 +164,34 @@ async def send_events(
         }
     )
     await response.prepare(request)
+    sent = [0]
     try:
-        await _write_events(response, events[:limit], pauses)
+        await _write_events(response, events[:limit], pauses, sent)
         if step.disconnect_after_chunks is not None:
             _disconnect(request)
+            _record_end(request, "disconnected", sent[0])
             return response
         await response.write_eof()
     except ConnectionError:
-        # The client went away, for instance after its own timeout during a stall.
-        pass
+        # The client went away, for instance after its own timeout during a stall. The
+        # close is noticed at the first write after it.
+        _record_end(request, "client_closed", sent[0])
+        return response
+    except asyncio.CancelledError:
+        _record_end(request, "client_closed", sent[0])
+        raise
+    _record_end(request, "complete", sent[0])
     return response
 
 
+def _record_end(request: web.Request, how: str, events_sent: int) -> None:
+    entry = request.get(LOG_ENTRY)
+    if entry is not None:
+        entry.update(stream_end=how, ended_at=time.time(), events_sent=events_sent)
+
+
 async def _write_events(
-    response: web.StreamResponse, events: list[bytes], pauses: Mapping[int, float]
+    response: web.StreamResponse, events: list[bytes], pauses: Mapping[int, float], sent: list[int]
 ) -> None:
     batch: list[bytes] = []
     for index in range(len(events) + 1):
@@ -182,12 +199,14 @@ async def _write_events(
         if pause:
             if batch:
                 await response.write(b"".join(batch))
+                sent[0] += len(batch)
                 batch = []
             await asyncio.sleep(pause)
         if index < len(events):
             batch.append(events[index])
     if batch:
         await response.write(b"".join(batch))
+        sent[0] += len(batch)
 
 
 def _disconnect(request: web.Request) -> None:

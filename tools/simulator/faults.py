@@ -81,6 +81,8 @@ class Step:
     """Close the connection after this many stream events (JSON: half the body)."""
     error_after_chunks: int | None = None
     """Send the format's in-band error event after this many stream events."""
+    chunk_delay_ms: float | None = None
+    """Delay between stream events of this request, in place of the global setting."""
     answer_bytes: int | None = None
     cached_tokens: int = 0
     """Prompt tokens to report as served from the provider's cache."""
@@ -174,20 +176,27 @@ class RequestLog:
 
     def add(
         self, deployment: str, method: str, path: str, headers: Mapping[str, str], body: Any
-    ) -> None:
-        """Record one request."""
+    ) -> dict[str, Any]:
+        """Record one request and return its entry, which a stream later completes.
+
+        A streamed response sets ``stream_end`` ("complete", "client_closed" or
+        "disconnected" by a script step), ``ended_at`` and ``events_sent``.
+        """
         self._counter += 1
-        self._entries.append(
-            {
-                "seq": self._counter,
-                "deployment": deployment,
-                "method": method,
-                "path": path,
-                "headers": {key.lower(): _redact(key, value) for key, value in headers.items()},
-                "body": body,
-                "received_at": time.time(),
-            }
-        )
+        entry = {
+            "seq": self._counter,
+            "deployment": deployment,
+            "method": method,
+            "path": path,
+            "headers": {key.lower(): _redact(key, value) for key, value in headers.items()},
+            "body": body,
+            "received_at": time.time(),
+            "stream_end": None,
+            "ended_at": None,
+            "events_sent": None,
+        }
+        self._entries.append(entry)
+        return entry
 
     def list(self, deployment: str | None = None) -> list[dict[str, Any]]:
         """Return the logged requests, oldest first, optionally of one deployment."""
@@ -218,7 +227,7 @@ def make_plan(config: SimulatorConfig, step: Step | None, rng: random.Random) ->
     return FaultPlan(
         delay_s=(config.latency_ms + chosen.delay_ms) / 1000.0,
         first_token_s=config.first_token_ms / 1000.0,
-        chunk_delay_s=config.chunk_delay_ms / 1000.0,
+        chunk_delay_s=(config.chunk_delay_ms if chosen.chunk_delay_ms is None else chosen.chunk_delay_ms) / 1000.0,
         step=chosen,
         error_status=error_status,
     )
