@@ -33,6 +33,13 @@ from typing import Any
 
 import snowballstemmer  # type: ignore[import-untyped]
 
+from services.cache.paraphrase_words import (
+    ALIASES,
+    CAUSE_WORDS,
+    NEUTRAL_WORDS,
+    SYNONYM_GROUPS,
+)
+
 ACCEPTED = "accepted"
 BELOW_THRESHOLD = "below_threshold"
 LANGUAGE_MISMATCH = "language_mismatch"
@@ -112,7 +119,12 @@ def decide(
         same = [t.text for t in cached.tokens] == [t.text for t in new.tokens]
         return verdict(ACCEPTED if same else TOO_LONG)
 
-    return verdict(_compare(cached, new, policy))
+    reason = _compare(cached, new, policy)
+    if reason in {MISSING_CONTENT, QUESTION_MISMATCH} and _answers_part_of(
+        cached_prompt, cached, new
+    ):
+        reason = ACCEPTED
+    return verdict(reason)
 
 
 # --- comparison ---------------------------------------------------------------------------
@@ -131,6 +143,8 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
         return ENTITY_MISMATCH
     if cached.code != new.code:
         return ENTITY_MISMATCH
+    if cached.questions != new.questions and cached.language == new.language == "en":
+        cached, new = _align_question_frames(cached, new)
     if cached.questions != new.questions:
         return QUESTION_MISMATCH
     # Past forms without an auxiliary ("What caused X?") are not detected, so only two
@@ -157,11 +171,52 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
                 only_cached -= Counter(set(corrections.values()))
                 only_new -= Counter(set(corrections))
         if only_cached or only_new:
-            return _word_difference_reason(only_cached, only_new, cached, new)
+            reason = _word_difference_reason(only_cached, only_new, cached, new)
+            reworded = None
+            if reason not in _UNRECONCILABLE and cached.language == new.language == "en":
+                reworded = _reconcile(only_cached, only_new, cached, new)
+            if reworded is None:
+                return reason
+            cached, new = reworded
+            if not cached.tokens:
+                return NO_CONTENT
+            return _reworded_structure_reason(cached, new)
 
     if not cached.tokens:
         return NO_CONTENT
     return _structure_reason(cached, new)
+
+
+def _answers_part_of(cached_prompt: str, cached: _Analysis, new: _Analysis) -> bool:
+    """Return True when the new prompt asks one of several questions the cached prompt asks.
+
+    A response to "How much protein and how many calories are in X?" also answers "How
+    much protein is in X?", but not the reverse. The cached prompt must join questions
+    ("and how", "and why", or two question marks), and the new prompt must use only its
+    content words, numbers and question words, with the same negations and format.
+    """
+    if cached.language != "en" or new.language != "en":
+        return False
+    if not _SEVERAL_QUESTIONS_RE.search(cached_prompt):
+        return False
+    if new.numbers - cached.numbers or new.operators - cached.operators:
+        return False
+    if new.negations != cached.negations or new.formats != cached.formats:
+        return False
+    if new.quoted - cached.quoted or new.code != cached.code or new.questions - cached.questions:
+        return False
+    if cached.tenses and new.tenses and cached.tenses != new.tenses:
+        return False
+    new_words = {t.text for t in new.tokens}
+    if not new_words or new_words - {t.text for t in cached.tokens}:
+        return False
+    return _reworded_structure_reason(cached, new) == ACCEPTED
+
+
+_SEVERAL_QUESTIONS_RE = re.compile(
+    r"\band (?:how|what|why|which|who|whom|when|where|whether)\b|\?.*\S.*\?",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def _word_difference_reason(
@@ -186,6 +241,147 @@ def _word_difference_reason(
     return ENTITY_MISMATCH
 
 
+# Differences that rewording never explains: a language, a unit or a negation changed.
+_UNRECONCILABLE = frozenset({LANGUAGE_MISMATCH, NUMBER_MISMATCH, NEGATION_MISMATCH})
+
+
+def _reconcile(
+    only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
+) -> tuple[_Analysis, _Analysis] | None:
+    """Return both prompts with synonyms merged and neutral words dropped, or None.
+
+    Each word found on one side only must either share a synonym group with a word of the
+    other side, or be a neutral word (a light verb, hedge or question-frame noun). Then the
+    word sets are equal again, and the caller goes on to check roles and word order on the
+    rewritten prompts. None means some word stays unexplained.
+    """
+    parent: dict[str, str] = {}
+
+    def root(word: str) -> str:
+        while parent.get(word, word) != word:
+            word = parent[word]
+        return word
+
+    dropped: dict[int, set[str]] = {id(cached): set(), id(new): set()}
+    for side_only, side, other in ((only_cached, cached, new), (only_new, new, cached)):
+        other_words = {t.text for t in other.tokens if not t.is_number}
+        for word in side_only:
+            partners = [
+                w
+                for w in other_words
+                if _are_synonyms(word, w) or _is_participle_of(word, side, w, other)
+            ]
+            for partner in partners:
+                parent[root(word)] = root(partner)
+            if partners:
+                continue
+            if side.surface.get(word, word) in NEUTRAL_WORDS:
+                dropped[id(side)].add(word)
+                continue
+            return None
+
+    def rewrite(analysis: _Analysis) -> _Analysis:
+        drop = dropped[id(analysis)]
+        tokens = tuple(
+            dataclasses.replace(t, text=root(t.text)) for t in analysis.tokens if t.text not in drop
+        )
+        surface = {root(k): v for k, v in analysis.surface.items()}
+        return dataclasses.replace(analysis, tokens=tokens, surface=surface)
+
+    cached, new = rewrite(cached), rewrite(new)
+    if {t.text for t in cached.tokens} != {t.text for t in new.tokens}:
+        return None
+    return cached, new
+
+
+def _are_synonyms(a: str, b: str) -> bool:
+    """Return True when two stems share a synonym group and agree on the past-form mark."""
+    base_a, _, past_a = a.partition("~")
+    base_b, _, past_b = b.partition("~")
+    if past_a != past_b:
+        return False
+    groups = _synonym_groups()
+    return bool(groups.get(base_a, frozenset()) & groups.get(base_b, frozenset()))
+
+
+def _is_participle_of(word: str, side: _Analysis, partner: str, other: _Analysis) -> bool:
+    """Return True for a past form against a form of the same verb that is not in the present.
+
+    "an order I placed" matches "after placing an order", and "what caused X" matches "what
+    were the causes of X". The past form and the bare present stay apart ("I loved you",
+    "I love you"), unless the other prompt shows the past tense too.
+    """
+    base, _, past = word.partition("~")
+    partner_base, _, partner_past = partner.partition("~")
+    if base != partner_base or past == partner_past:
+        return False
+    plain, plain_side = (partner, other) if past else (word, side)
+    return plain_side.surface.get(plain, plain).endswith("ing") or "past" in plain_side.tenses
+
+
+@functools.lru_cache(maxsize=1)
+def _synonym_groups() -> dict[str, frozenset[int]]:
+    """Map each stem of ``SYNONYM_GROUPS`` to the numbers of the groups that contain it."""
+    groups: dict[str, set[int]] = {}
+    for number, line in enumerate(SYNONYM_GROUPS):
+        for word in line.split():
+            stem = _EN.normalise(word).partition("~")[0]
+            groups.setdefault(stem, set()).add(number)
+    return {stem: frozenset(numbers) for stem, numbers in groups.items()}
+
+
+def _align_question_frames(cached: _Analysis, new: _Analysis) -> tuple[_Analysis, _Analysis]:
+    """Read "what causes X" as "why X" and "what is the recovery time" as "how long".
+
+    A question word present on one side only is matched to a content word of the other
+    side: a cause word that opens a clause ("what led to", "what makes") for "why", and
+    "time" or "duration" anywhere for "how long". The matched word is removed from the content
+    words, and the question word is counted on both sides.
+    """
+    for kind, words in (("why", CAUSE_WORDS), ("duration", _DURATION_WORDS)):
+        for side, other in ((cached, new), (new, cached)):
+            if side.questions[kind] != other.questions[kind] + 1:
+                continue
+            frame = _clause_opening_word(other, words, anywhere=kind == "duration")
+            if frame is None:
+                continue
+            questions = other.questions.copy()
+            questions[kind] += 1
+            aligned = dataclasses.replace(
+                other,
+                tokens=tuple(t for t in other.tokens if t is not frame),
+                questions=questions,
+            )
+            if other is cached:
+                cached = aligned
+            else:
+                new = aligned
+            break
+    return cached, new
+
+
+def _clause_opening_word(
+    analysis: _Analysis, words: frozenset[str], anywhere: bool = False
+) -> _Token | None:
+    """Return the first content token of a clause whose word is in ``words``.
+
+    Only the first content word of each clause is looked at, because "what causes X" asks
+    why X happens while "what does X cause" asks for its effects. With ``anywhere``, every
+    token is looked at.
+    """
+    seen_clauses: set[int] = set()
+    for token in analysis.tokens:
+        if token.clause in seen_clauses and not anywhere:
+            continue
+        seen_clauses.add(token.clause)
+        if analysis.surface.get(token.text, token.text) in words:
+            return token
+    return None
+
+
+_DURATION_WORDS = frozenset({"time", "duration"})
+
+
 def _structure_reason(cached: _Analysis, new: _Analysis) -> str:
     """Check that the content words keep their relation words, clauses and order.
 
@@ -207,6 +403,41 @@ def _structure_reason(cached: _Analysis, new: _Analysis) -> str:
     if not _clauses_compatible(new.clauses(), cached.clauses()):
         return DIRECTION_MISMATCH
     return ACCEPTED
+
+
+def _reworded_structure_reason(cached: _Analysis, new: _Analysis) -> str:
+    """Check that reworded prompts keep each word's direction.
+
+    Rewording moves words and changes plain prepositions ("stains in a carpet", "stains from
+    a carpet"), so word order and most relation words are not compared. A word that follows
+    "to" on one side and "from" on the other, or "before" against "after", still rejects.
+    """
+    new_relations = new.relations_by_word()
+    for word, cached_relations in cached.relations_by_word().items():
+        cached_flat = {r for relation in cached_relations for r in relation}
+        new_flat = {r for relation in new_relations.get(word, set()) for r in relation}
+        for relation in cached_flat:
+            if _OPPOSITE_RELATIONS.get(relation, relation) in new_flat - cached_flat:
+                return DIRECTION_MISMATCH
+        if ("than" in cached_flat) != ("than" in new_flat) and cached_flat and new_flat:
+            return DIRECTION_MISMATCH
+    return ACCEPTED
+
+
+_OPPOSITE_RELATIONS = {
+    "to": "from",
+    "from": "to",
+    "before": "after",
+    "after": "before",
+    "over": "under",
+    "under": "over",
+    "up": "down",
+    "down": "up",
+    "on": "off",
+    "off": "on",
+    "in": "out",
+    "out": "in",
+}
 
 
 def _clauses_compatible(side: list[_Clause], other: list[_Clause]) -> bool:
@@ -528,6 +759,8 @@ class _Tokenizer:
     def _take(self, words: list[tuple[str, str]], index: int) -> int:
         kind, value = words[index]
         lexicon = self.lexicon
+        if kind in {"word", "name"}:
+            value = ALIASES.get(value, value)
         if kind == "boundary":
             self._flush_pending()
             self.clause += 1
@@ -572,7 +805,10 @@ class _Tokenizer:
         elif value in _PERCENT_WORDS:
             self._add_content("%", value)
         elif value in lexicon.questions:
-            if not self.clause_has_content:  # "when I buy" is a conjunction, "When did" a question
+            following = words[index + 1] if index + 1 < len(words) else ("", "")
+            # "when I buy" and "when booking" are conjunctions, "When did" is a question.
+            gerund = lexicon is _EN and following[0] == "word" and following[1].endswith("ing")
+            if not self.clause_has_content and not gerund:
                 self.questions[lexicon.questions[value]] += 1
         elif value in lexicon.tenses:
             self.tenses.add(lexicon.tenses[value])

@@ -1,0 +1,177 @@
+"""English word lists that let the semantic-cache guard accept rewording.
+
+The guard in ``services.cache.semantic`` compares the content words of two prompts. These
+lists name the differences that do not change the answer: interchangeable words of everyday
+requests, light verbs and hedges that add nothing, and the wordings of a "why" question.
+
+Each synonym group lists words that can replace one another in a request without changing
+what a correct response contains. Words that name different things of one kind ("cat" and
+"dog", "Monday" and "Tuesday", "husband" and "wife") never share a group, even though
+sentence embeddings rate them as close as synonyms. Words whose sense depends strongly on
+the sentence ("clean", "bag", "return") are left out.
+"""
+
+from __future__ import annotations
+
+SYNONYM_GROUPS = (
+    # verbs of everyday requests
+    "remove eliminate eliminating rid erase",
+    "delete erase",
+    "change update modify edit alter adjust",
+    "fix repair resolve",
+    "solve resolve",
+    "create make build generate",
+    "begin start commence",
+    "finish complete",
+    "prevent stop",
+    "buy purchase",
+    "choose pick select",
+    "use utilize utilise",
+    "see view display inspect",
+    "check verify inspect",
+    "find locate identify",
+    "calm soothe settle",
+    "recover recovery heal healing",
+    "improve enhance",
+    "reduce decrease lessen minimize minimise",
+    "allow allowed permit permitted",
+    "visit go travel",
+    "investigate debug diagnose troubleshoot",
+    "load import",
+    "respond reply answer",
+    "cancel terminate",
+    "increase boost",
+    "protect safeguard",
+    "convert transform",
+    "calculate compute",
+    "talk speak",
+    "eat consume",
+    "merge combine",
+    "split divide",
+    "sort arrange",
+    "write compose",
+    "obtain acquire",
+    "require requires",
+    "try attempt",
+    "happen occur",
+    "hire recruit",
+    "exercise workout",
+    # nouns
+    "delivery shipping shipment",
+    "luggage baggage",
+    "car automobile vehicle",
+    "movie film",
+    "doctor physician",
+    "couch sofa",
+    "photo photograph picture pic",
+    "cost price pricing",
+    "fridge refrigerator",
+    "laptop notebook computer pc machine",
+    "phone smartphone cellphone",
+    "trip journey",
+    "illness disease sickness",
+    "injury wound",
+    "salary pay wage wages",
+    "talk presentation speech",
+    "worth value",
+    "collapse fall downfall",
+    "temperature temp",
+    "database db",
+    "directory folder",
+    "error issue problem",
+    "symptom symptoms signs",
+    "advantage advantages benefit benefits",
+    "disadvantage disadvantages drawback drawbacks downside downsides",
+    "reason reasons cause causes",
+    "spare extra",
+    "money cash funds",
+    "beginning start",
+    "television tv",
+    "holiday vacation",
+    "flat apartment",
+    "lift elevator",
+    "petrol gasoline",
+    "trousers pants",
+    "nappy diaper",
+    "biscuit cookie",
+    "garbage trash rubbish",
+    "sweets candy",
+    "company firm",
+    "medicine medication",
+    "pain ache",
+    "stomach belly tummy",
+    "mother mom mum",
+    "father dad",
+    # irregular plurals, which the stemmer keeps apart
+    "child children kid kids",
+    "man men",
+    "woman women",
+    "person people",
+    "tooth teeth",
+    "mouse mice",
+    "foot feet",
+    "leaf leaves",
+    "knife knives",
+    "wife wives",
+    "life lives",
+    "loaf loaves",
+    "shelf shelves",
+    # adjectives and adverbs
+    "big large huge",
+    "small little tiny",
+    "fast quick quickly rapid rapidly speedy",
+    "cheap inexpensive affordable",
+    "famous known renowned",
+    "nervous anxious",
+    "salty salinity",
+    "safe secure",
+    "old previous former",
+    "unused idle",
+    "constantly continuously nonstop",
+    "difficult hard",
+    "easy simple straightforward",
+    "smart intelligent clever",
+    "rich wealthy",
+    "loud noisy",
+    "wrong incorrect",
+    "sick ill unwell",
+    "tired exhausted",
+    "scared afraid frightened",
+    "happy glad",
+)
+"""Groups of interchangeable words, one group a line, words separated by spaces."""
+
+NEUTRAL_WORDS = frozenset(
+    (
+        # light verbs: the object carries the meaning ("get a visa", "put it into drop D")
+        "get gets got getting gotten put puts take takes taking took go goes going come comes "
+        "coming become"
+        # modals and hedges
+        " should might must may shall ought likely probably perhaps maybe"
+        # degree and time words that leave the request unchanged
+        " already anymore still ever even much lot lots bit all whole entire every exactly "
+        "precisely literally totally completely fully newly recently normally honestly "
+        "properly correctly worth worthwhile"
+        # nouns that frame a question without adding a topic
+        " rules rule principle principles basics overview details detail info information "
+        "factors factor considerations consideration options option way ways"
+        " required necessary mandatory"
+    ).split()
+)
+"""Words that may appear on one side only: they frame or hedge a request without changing it."""
+
+CAUSE_WORDS = frozenset(
+    "cause causes caused causing reason reasons lead leads led makes made".split()
+)
+"""Words that turn "what ... X" into a "why" question: "what causes X" asks "why X"."""
+
+ALIASES = {
+    "js": "javascript",
+    "ts": "typescript",
+    "golang": "go",
+    "postgres": "postgresql",
+    "k8s": "kubernetes",
+    "py": "python",
+    "venv": "virtualenv",
+}
+"""Short names of programming languages and tools, mapped to the full name."""
