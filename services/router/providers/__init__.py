@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.router.providers.anthropic_messages import AnthropicAdapter
 from services.router.providers.base import ProviderAdapter, ProviderError
+from services.router.providers.gemini import GeminiAdapter
 from services.router.providers.openai_compatible import (
     AzureOpenAIAdapter,
     MistralAdapter,
@@ -13,6 +14,7 @@ from services.router.providers.openai_compatible import (
 __all__ = [
     "AnthropicAdapter",
     "AzureOpenAIAdapter",
+    "GeminiAdapter",
     "MistralAdapter",
     "OpenAICompatibleAdapter",
     "ProviderAdapter",
@@ -25,6 +27,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {
     "anthropic": AnthropicAdapter(),
     "azure": AzureOpenAIAdapter(),
     "mistral": MistralAdapter(),
+    "gemini": GeminiAdapter(),
 }
 
 

@@ -295,7 +295,7 @@ def _status_error(
 
 
 def _parse_error_body(body: bytes) -> tuple[str | None, str | None]:
-    """Read the message and type of OpenAI's and Anthropic's error shapes (and a few others)."""
+    """Read the message and type of OpenAI's, Anthropic's and Google's error shapes, and a few others."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -304,8 +304,10 @@ def _parse_error_body(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     error = parsed.get("error")
     if isinstance(error, dict):
-        kind = error.get("type") or error.get("code")
-        return _string(error.get("message")), _string(kind)
+        # Google puts a numeric "code" and a word in "status" (RESOURCE_EXHAUSTED).
+        kinds = (error.get("type"), error.get("code"), error.get("status"))
+        kind = next((value for value in kinds if isinstance(value, str)), None)
+        return _string(error.get("message")), kind
     if isinstance(error, str):
         return error, None
     return _string(parsed.get("message") or parsed.get("detail")), None
