@@ -125,5 +125,5 @@ def test_retry_after_forms() -> None:
 def test_adapter_for_providers() -> None:
     assert isinstance(adapter_for("openai"), OpenAICompatibleAdapter)
     assert isinstance(adapter_for("anthropic"), AnthropicAdapter)
-    with pytest.raises(ValueError, match="unknown provider 'gemini'"):
-        adapter_for("gemini")
+    with pytest.raises(ValueError, match="unknown provider 'palm'"):
+        adapter_for("palm")
