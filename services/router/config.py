@@ -83,7 +83,9 @@ def _breaker_settings(env: Env) -> BreakerSettings:
     if settings.failure_threshold < 1:
         raise ConfigError(f"{env.name('BREAKER_FAILURES')} must be 1 or more, got {settings.failure_threshold}")
     if not 0 < settings.failure_rate <= 1:
-        raise ConfigError(f"{env.name('BREAKER_FAILURE_RATE')} must be above 0 and at most 1, got {settings.failure_rate}")
+        raise ConfigError(
+            f"{env.name('BREAKER_FAILURE_RATE')} must be above 0 and at most 1, got {settings.failure_rate}"
+        )
     if settings.half_open_probes < 1:
         raise ConfigError(f"{env.name('BREAKER_PROBES')} must be 1 or more, got {settings.half_open_probes}")
     return settings

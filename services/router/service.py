@@ -15,11 +15,17 @@ from aigateway.router.v1 import router_service_pb2 as router_pb
 from aigateway.router.v1 import router_service_pb2_grpc as router_grpc
 from google.api import httpbody_pb2
 
-from libs.errors import AuthenticationError, GatewayError, InvalidRequestError
+from libs.errors import ERROR_BODY_METADATA, AuthenticationError, GatewayError, InternalError, InvalidRequestError
 from libs.principal import Principal
 from services.router.convert import chunk_to_message, completion_to_message, params_to_request
 from services.router.openai_request import parse_body
-from services.router.pipeline import Outcome, Pipeline, RequestContext
+from services.router.pipeline import Outcome, Pipeline, RequestContext, StreamRun
+from services.router.translators.anthropic_openai import (
+    AnthropicStreamWriter,
+    anthropic_error_body,
+    to_anthropic_message,
+    to_openai_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +49,30 @@ def _context(pipeline: Pipeline, context: grpc.aio.ServicerContext) -> RequestCo
             openai_code="invalid_api_key",
         )
     request_id = next((value for key, value in metadata if key == "x-request-id"), None)
-    return pipeline.new_context(str(request_id) if request_id else None, principal)
+    return pipeline.new_context(str(request_id) if request_id else None, principal, context.time_remaining())
 
 
 def _sse(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
+
+
+def _set_cost_trailer(context: grpc.aio.ServicerContext, run: StreamRun) -> None:
+    # A stream's cost is known only at its end, after the headers went out. gRPC clients
+    # read it from this trailer; HTTP/1.1 clients through the edge do not get trailers.
+    context.set_trailing_metadata((("x-aigw-cost-usd", f"{run.outcome.cost_usd:.8f}"),))
+
+
+async def _abort_anthropic(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
+    """End the call with the error, giving the edge Anthropic's error body to send."""
+    status = error.to_status()
+    await context.abort(
+        error.grpc_code,
+        error.message,
+        trailing_metadata=(
+            ("grpc-status-details-bin", status.SerializeToString()),
+            (ERROR_BODY_METADATA, anthropic_error_body(error).decode("ascii")),
+        ),
+    )
 
 
 class RouterServicer(router_grpc.RouterServiceServicer):
@@ -98,7 +123,59 @@ class RouterServicer(router_grpc.RouterServiceServicer):
             logger.warning("stream failed after it started", extra={"reason": error.reason})
             yield httpbody_pb2.HttpBody(content_type=SSE, data=_sse(error.openai_body()))
             return
+        _set_cost_trailer(context, run)
         yield httpbody_pb2.HttpBody(content_type=SSE if first else "", data=b"data: [DONE]\n\n")
+
+    async def CreateAnthropicMessage(  # noqa: N802 - name fixed by the proto
+        self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """Answer Anthropic's `POST /v1/messages` with one JSON message or its SSE events."""
+        try:
+            request_context = _context(self.pipeline, context)
+            body = parse_body(request.data)
+            openai_request = to_openai_request(body)
+            prepared = await self.pipeline.prepare(request_context, openai_request)
+            if openai_request.get("stream"):
+                run = await self.pipeline.stream(prepared, include_usage=True)
+            else:
+                answer, outcome = await self.pipeline.complete(prepared)
+        except GatewayError as error:
+            await _abort_anthropic(context, error)
+            return
+        except Exception:
+            logger.exception("messages request failed")
+            await _abort_anthropic(context, InternalError("internal error; see the gateway logs", reason="INTERNAL"))
+            return
+
+        model = str(body["model"])
+        if not openai_request.get("stream"):
+            completion = orjson.loads(answer) if isinstance(answer, bytes) else answer
+            await context.send_initial_metadata(outcome.headers(request_context.request_id))
+            message = to_anthropic_message(completion, model)
+            yield httpbody_pb2.HttpBody(content_type=JSON, data=orjson.dumps(message))
+            return
+
+        await context.send_initial_metadata(run.outcome.headers(request_context.request_id, with_cost=False))
+        writer = AnthropicStreamWriter(model)
+        started = False
+        try:
+            async for chunk in run.chunks():
+                data = b""
+                if not started:
+                    data = writer.start(chunk.get("id"))
+                    started = True
+                data += writer.feed(chunk)
+                if data:
+                    yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
+        except GatewayError as error:
+            # Content may have gone out: report the error in-band, as Anthropic does, and
+            # end without message_stop so clients do not take a cut-off answer for a whole one.
+            logger.warning("stream failed after it started", extra={"reason": error.reason})
+            yield httpbody_pb2.HttpBody(content_type=SSE, data=writer.error(error))
+            return
+        closing = b"" if started else writer.start()
+        _set_cost_trailer(context, run)
+        yield httpbody_pb2.HttpBody(content_type=SSE, data=closing + writer.finish())
 
     async def ListOpenAIModels(  # noqa: N802 - name fixed by the proto
         self, request: router_pb.ListOpenAIModelsRequest, context: grpc.aio.ServicerContext

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(aigateway/router/v1/router_service.proto\x12\x13\x61igateway.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x19\n\x17ListOpenAIModelsRequest2\xe8\x01\n\rRouterService\x12k\n\x1a\x43reateOpenAIChatCompletion\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12j\n\x10ListOpenAIModels\x12,.aigateway.router.v1.ListOpenAIModelsRequest\x1a\x14.google.api.HttpBody\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsB\x87\x01\n\x17\x64\x65v.aigateway.router.v1B\x12RouterServiceProtoP\x01ZBgithub.com/aigateway/aigateway/gen/go/aigateway/router/v1;routerv1\xa2\x02\x03\x41GR\xba\x02\x0b\x41IGWRouter_b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(aigateway/router/v1/router_service.proto\x12\x13\x61igateway.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\"\x19\n\x17ListOpenAIModelsRequest2\xc9\x02\n\rRouterService\x12k\n\x1a\x43reateOpenAIChatCompletion\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12_\n\x16\x43reateAnthropicMessage\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/messages:\x01*0\x01\x12j\n\x10ListOpenAIModels\x12,.aigateway.router.v1.ListOpenAIModelsRequest\x1a\x14.google.api.HttpBody\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsB\x87\x01\n\x17\x64\x65v.aigateway.router.v1B\x12RouterServiceProtoP\x01ZBgithub.com/aigateway/aigateway/gen/go/aigateway/router/v1;routerv1\xa2\x02\x03\x41GR\xba\x02\x0b\x41IGWRouter_b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\027dev.aigateway.router.v1B\022RouterServiceProtoP\001ZBgithub.com/aigateway/aigateway/gen/go/aigateway/router/v1;routerv1\242\002\003AGR\272\002\013AIGWRouter_'
   _globals['_ROUTERSERVICE'].methods_by_name['CreateOpenAIChatCompletion']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['CreateOpenAIChatCompletion']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/chat/completions:\001*'
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateAnthropicMessage']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['CreateAnthropicMessage']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/messages:\001*'
   _globals['_ROUTERSERVICE'].methods_by_name['ListOpenAIModels']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['ListOpenAIModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_LISTOPENAIMODELSREQUEST']._serialized_start=122
   _globals['_LISTOPENAIMODELSREQUEST']._serialized_end=147
   _globals['_ROUTERSERVICE']._serialized_start=150
-  _globals['_ROUTERSERVICE']._serialized_end=382
+  _globals['_ROUTERSERVICE']._serialized_end=479
 # @@protoc_insertion_point(module_scope)

@@ -50,6 +50,11 @@ class RouterServiceStub:
                 request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateAnthropicMessage = channel.unary_stream(
+                '/aigateway.router.v1.RouterService/CreateAnthropicMessage',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.ListOpenAIModels = channel.unary_unary(
                 '/aigateway.router.v1.RouterService/ListOpenAIModels',
                 request_serializer=aigateway_dot_router_dot_v1_dot_router__service__pb2.ListOpenAIModelsRequest.SerializeToString,
@@ -80,6 +85,22 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAnthropicMessage(self, request, context):
+        """Anthropic `POST /v1/messages`, streaming (`"stream": true`) and not. The request
+        and answer use Anthropic's Messages JSON; a stream is Anthropic's event sequence
+        (message_start, content_block_start, content_block_delta, content_block_stop,
+        message_delta, message_stop). Errors use Anthropic's shape,
+        `{"type": "error", "error": {"type": ..., "message": ...}}`, in the
+        `x-aigw-error-body` trailing metadata, or as an `error` event once a stream started.
+        Any model of the catalog can serve it, whatever its provider's wire format.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOpenAIModels(self, request, context):
         """OpenAI `GET /v1/models`.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -94,6 +115,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateOpenAIChatCompletion': grpc.unary_stream_rpc_method_handler(
                     servicer.CreateOpenAIChatCompletion,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateAnthropicMessage': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateAnthropicMessage,
                     request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
@@ -138,6 +164,33 @@ class RouterService:
             request,
             target,
             '/aigateway.router.v1.RouterService/CreateOpenAIChatCompletion',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAnthropicMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aigateway.router.v1.RouterService/CreateAnthropicMessage',
             google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
