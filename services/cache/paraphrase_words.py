@@ -149,13 +149,17 @@ NEUTRAL_WORDS = frozenset(
         # modals and hedges
         " should might must may shall ought likely probably perhaps maybe"
         # degree and time words that leave the request unchanged
-        " already anymore still ever even much lot lots bit all whole entire every exactly "
+        " already anymore still ever even much lot lots bit all whole entire exactly "
         "precisely literally totally completely fully newly recently normally honestly "
         "properly correctly worth worthwhile"
         # nouns that frame a question without adding a topic
         " rules rule principle principles basics overview details detail info information "
         "factors factor considerations consideration options option way ways"
-        " required necessary mandatory"
+        # "why does X happen" asks "why X"
+        " happen happens happened happening occur occurs occurred"
+        " command commands idea ideas recommendation recommendations"
+        # permission frames: "can I X" asks "am I allowed to X"
+        " required necessary mandatory allowed permitted"
     ).split()
 )
 """Words that may appear on one side only: they frame or hedge a request without changing it."""

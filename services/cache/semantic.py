@@ -143,7 +143,7 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
         return ENTITY_MISMATCH
     if cached.code != new.code:
         return ENTITY_MISMATCH
-    if cached.questions != new.questions and cached.language == new.language == "en":
+    if cached.questions != new.questions and _is_english(cached) and _is_english(new):
         cached, new = _align_question_frames(cached, new)
     if cached.questions != new.questions:
         return QUESTION_MISMATCH
@@ -173,7 +173,7 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
         if only_cached or only_new:
             reason = _word_difference_reason(only_cached, only_new, cached, new)
             reworded = None
-            if reason not in _UNRECONCILABLE and cached.language == new.language == "en":
+            if reason not in _UNRECONCILABLE and _is_english(cached) and _is_english(new):
                 reworded = _reconcile(only_cached, only_new, cached, new)
             if reworded is None:
                 return reason
@@ -195,7 +195,7 @@ def _answers_part_of(cached_prompt: str, cached: _Analysis, new: _Analysis) -> b
     ("and how", "and why", or two question marks), and the new prompt must use only its
     content words, numbers and question words, with the same negations and format.
     """
-    if cached.language != "en" or new.language != "en":
+    if not (_is_english(cached) and _is_english(new)):
         return False
     if not _SEVERAL_QUESTIONS_RE.search(cached_prompt):
         return False
@@ -205,7 +205,7 @@ def _answers_part_of(cached_prompt: str, cached: _Analysis, new: _Analysis) -> b
         return False
     if new.quoted - cached.quoted or new.code != cached.code or new.questions - cached.questions:
         return False
-    if cached.tenses and new.tenses and cached.tenses != new.tenses:
+    if cached.tenses and new.tenses - cached.tenses:
         return False
     new_words = {t.text for t in new.tokens}
     if not new_words or new_words - {t.text for t in cached.tokens}:
@@ -245,6 +245,11 @@ def _word_difference_reason(
 _UNRECONCILABLE = frozenset({LANGUAGE_MISMATCH, NUMBER_MISMATCH, NEGATION_MISMATCH})
 
 
+def _is_english(analysis: _Analysis) -> bool:
+    """Return True when the prompt was read with the English word lists."""
+    return _lexicon(analysis.language) is _EN
+
+
 def _reconcile(
     only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
 ) -> tuple[_Analysis, _Analysis] | None:
@@ -275,7 +280,10 @@ def _reconcile(
                 parent[root(word)] = root(partner)
             if partners:
                 continue
-            if side.surface.get(word, word) in NEUTRAL_WORDS:
+            surface = side.surface.get(word, word)
+            if surface in NEUTRAL_WORDS and not (
+                surface in _RECEIVING_VERBS and other.words & _GIVING_VERBS
+            ):
                 dropped[id(side)].add(word)
                 continue
             return None
@@ -292,6 +300,14 @@ def _reconcile(
     if {t.text for t in cached.tokens} != {t.text for t in new.tokens}:
         return None
     return cached, new
+
+
+# "get" and "take" carry no meaning of their own, except against "give" or "send", which are
+# function words and so never content: "get a refund" and "give a refund" differ.
+_RECEIVING_VERBS = frozenset("get gets got getting gotten take takes took taking taken".split())
+_GIVING_VERBS = frozenset(
+    "give gives gave given giving send sends sent sending lend lends lent offer".split()
+)
 
 
 def _are_synonyms(a: str, b: str) -> bool:
@@ -587,6 +603,7 @@ class _Analysis:
     code: frozenset[str]
     symmetric_clauses: frozenset[int]
     surface: dict[str, str]  # stem -> one lower-case word it came from
+    words: frozenset[str]  # every lower-case word, function words included
 
     def clauses(self) -> list[_Clause]:
         """Return the non-empty clauses in order, each as its sequence of distinct words."""
@@ -722,6 +739,7 @@ class _Tokenizer:
             code=self.code,
             symmetric_clauses=frozenset(self.symmetric),
             surface=self.surface,
+            words=frozenset(value for kind, value in words if kind in {"word", "name"}),
         )
 
     def _split(self, text: str) -> list[tuple[str, str]]:
@@ -762,9 +780,7 @@ class _Tokenizer:
         if kind in {"word", "name"}:
             value = ALIASES.get(value, value)
         if kind == "boundary":
-            self._flush_pending()
-            self.clause += 1
-            self.clause_has_content = False
+            self._start_clause()
             return index + 1
         if kind == "number":
             number = (
@@ -810,6 +826,10 @@ class _Tokenizer:
             gerund = lexicon is _EN and following[0] == "word" and following[1].endswith("ing")
             if not self.clause_has_content and not gerund:
                 self.questions[lexicon.questions[value]] += 1
+            elif lexicon is _EN and value == "when":
+                self._start_clause()
+        elif lexicon is _EN and value in _SUBORDINATORS:
+            self._start_clause()
         elif value in lexicon.tenses:
             self.tenses.add(lexicon.tenses[value])
         elif value in lexicon.synonyms:
@@ -869,6 +889,11 @@ class _Tokenizer:
             if following.startswith(("ない", "ません", "なかっ")):
                 self.negations += 1
         return index + 1
+
+    def _start_clause(self) -> None:
+        self._flush_pending()
+        self.clause += 1
+        self.clause_has_content = False
 
     def _add_number(self, value: str) -> None:
         self.clause_has_content = True
@@ -1274,6 +1299,9 @@ _LEXICONS: dict[str, _Lexicon] = {
 # Languages without a word list here keep every word as content and are never stemmed.
 _BARE = _Lexicon(None, frozenset(), frozenset(), {}, frozenset(), {}, {}, _FORMAT_WORDS_EN, {})
 _PARTICLES = _words("up down out off back over forward in on")
+# English conjunctions that open a subordinate clause, which may move as a whole:
+# "What does X mean when booking a flight?" asks "When booking a flight, what is X?".
+_SUBORDINATORS = _words("if because while whenever although though whereas")
 _PERCENT_WORDS = _words("percent percentage prozent procent percento")
 _CAPITALISED_FILLERS = _words("ok okay hi hey lol pls plz thx asap btw fyi imo tl dr")
 
