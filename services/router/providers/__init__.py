@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.router.providers.anthropic_messages import AnthropicAdapter
 from services.router.providers.base import ProviderAdapter, ProviderError
+from services.router.providers.cohere import CohereAdapter
 from services.router.providers.gemini import GeminiAdapter
 from services.router.providers.openai_compatible import (
     AzureOpenAIAdapter,
@@ -14,6 +15,7 @@ from services.router.providers.openai_compatible import (
 __all__ = [
     "AnthropicAdapter",
     "AzureOpenAIAdapter",
+    "CohereAdapter",
     "GeminiAdapter",
     "MistralAdapter",
     "OpenAICompatibleAdapter",
@@ -28,6 +30,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {
     "azure": AzureOpenAIAdapter(),
     "mistral": MistralAdapter(),
     "gemini": GeminiAdapter(),
+    "cohere": CohereAdapter(),
 }
 
 
