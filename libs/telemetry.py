@@ -77,10 +77,13 @@ def configure_tracing(service: str, version: str = "", environ: Mapping[str, str
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    attributes = {"service.name": service, "service.namespace": "aigateway"}
+    attributes = {"service.namespace": "aigateway"}
     if version:
         attributes["service.version"] = version
-    # Resource.create lets OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override these.
+    # Resource.create adds OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, but the
+    # attributes given here win over them, so service.name is set only as the default.
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = service
     provider = TracerProvider(resource=Resource.create(attributes))
     # The exporter reads the endpoint, headers, TLS and timeout from the OTEL_* variables.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
