@@ -147,6 +147,8 @@ async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None
         trailing_metadata=(
             ("grpc-status-details-bin", status.SerializeToString()),
             (ERROR_BODY_METADATA, error.openai_body().decode("ascii")),
+            # Lets a client quote the id of a failed request, as it can for a good one.
+            ("x-request-id", request_id_var.get()),
         ),
     )
 
@@ -161,7 +163,10 @@ def _finish(service: str, method: str, code: grpc.StatusCode, started: float, er
         "grpc_code": code.name,
         "duration_ms": round(elapsed * 1000, 3),
     }
-    if error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL:
+    if code == grpc.StatusCode.CANCELLED:
+        # The caller went away or its deadline passed: normal for streams, not a fault here.
+        logger.info("rpc cancelled", extra=extra)
+    elif error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL:
         if isinstance(error, GatewayError):
             extra["reason"] = error.reason
         if logger.isEnabledFor(logging.DEBUG) or error is not None:

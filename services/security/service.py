@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -29,14 +30,17 @@ from services.security import metrics
 from services.security.apikeys import ApiKeyRecord, ApiKeyStore
 from services.security.audit import AuditEvent, AuditLog
 from services.security.authz import ModelAuthorizer
-from services.security.injection import InjectionDetector
-from services.security.pii import PiiRedactor
+from services.security.injection import InjectionDetector, InjectionVerdict
+from services.security.pii import PiiRedactor, Redaction
 
 logger = logging.getLogger(__name__)
 
 # Texts from these roles come from the end user or from tools; operator prompts
 # (system, developer) and earlier model turns are trusted for injection screening.
 SCREENED_ROLES = frozenset({"user", "tool", "function"})
+# Prompts up to this many characters are screened on the event loop (well under a
+# millisecond); larger ones go to a worker thread.
+INLINE_SCREEN_CHARS = 64 * 1024
 
 
 def _key_from_headers(headers: dict[str, str]) -> str | None:
@@ -182,14 +186,12 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             self.authorizer.can_invoke(principal, request.model, dict(request.model_attributes))
         )
         try:
-            verdict = None
-            for item in request.texts:
-                if item.role in SCREENED_ROLES or not item.role:
-                    candidate = self.detector.scan(item.text)
-                    if candidate.blocked:
-                        verdict = candidate
-                        break
-            redaction = self.redactor.redact([item.text for item in request.texts])
+            if sum(len(item.text) for item in request.texts) > INLINE_SCREEN_CHARS:
+                # A large prompt takes long enough to screen that the event loop would
+                # stall every other call; screen it in a worker thread.
+                verdict, redaction = await asyncio.to_thread(self._screen_texts, request.texts)
+            else:
+                verdict, redaction = self._screen_texts(request.texts)
             allowed = await policy
         except Exception as exc:
             policy.cancel()
@@ -247,6 +249,16 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             placeholders=redaction.mapping,
             pii_counts=redaction.counts,
         )
+
+    def _screen_texts(self, texts: Sequence[pb.PromptText]) -> tuple[InjectionVerdict | None, Redaction]:
+        verdict = None
+        for item in texts:
+            if item.role in SCREENED_ROLES or not item.role:
+                candidate = self.detector.scan(item.text)
+                if candidate.blocked:
+                    verdict = candidate
+                    break
+        return verdict, self.redactor.redact([item.text for item in texts])
 
     async def CreateApiKey(  # noqa: N802 - name fixed by the proto
         self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext

@@ -218,6 +218,7 @@ def test_malformed_json_is_bad_request(gateway: Any) -> None:
     )
 
     assert response.status_code == 400
+    assert response.headers.get("x-request-id")
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "invalid_json"

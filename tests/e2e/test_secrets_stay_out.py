@@ -34,8 +34,9 @@ def _exercise(gateway: Any) -> list[str]:
     client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     list(client.chat.completions.create(model="claude-3-5-haiku", messages=messages, stream=True))
 
-    gateway.simulator.script("primary", [{"status": 500}])
-    gateway.simulator.script("backup", [{"status": 500}])
+    # More failures than the router's attempts, so the request fails; reset afterwards.
+    gateway.simulator.script("primary", [{"status": 500}] * 6)
+    gateway.simulator.script("backup", [{"status": 500}] * 6)
     headers = {"Authorization": f"Bearer {gateway.api_key}"}
     uncached = [{"role": "user", "content": f"Again {PROMPT_CANARY}, {PII_CANARY}, {time.time()}"}]
     failed = httpx.post(
@@ -44,6 +45,8 @@ def _exercise(gateway: Any) -> list[str]:
         timeout=30,
         json={"model": "gpt-4o-mini", "messages": uncached},
     )
+    gateway.simulator.reset("primary")
+    gateway.simulator.reset("backup")
     assert failed.status_code == 503
     bodies.append(failed.text)
 
