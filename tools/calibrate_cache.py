@@ -6,7 +6,10 @@ cached prompt, ``b`` the new one, and ``same_answer`` is true when a correct res
 embedder, runs ``decide`` on every pair and prints precision, recall, the false hits per
 kind and a sweep of similarity thresholds.
 
-    python -m tools.calibrate_cache PAIRS.jsonl [--threshold 0.8] [--show-misses]
+    python -m tools.calibrate_cache PAIRS.jsonl [--threshold 0.8] [--half odd] [--show-misses]
+
+``--half`` keeps only the pairs whose id ends in an odd (or even) number. Word lists tuned
+while reading one half can then be measured on the other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -70,6 +74,21 @@ def load_pairs(path: Path) -> list[Pair]:
         except (ValueError, KeyError) as exc:
             raise SystemExit(f"{path}:{number}: invalid pair line: {exc}") from exc
     return pairs
+
+
+def select_half(pairs: Sequence[Pair], half: str) -> list[Pair]:
+    """Return the pairs whose id ends in an odd number (``half="odd"``) or an even one.
+
+    Raises SystemExit naming the id when an id does not end in digits.
+    """
+    selected = []
+    for pair in pairs:
+        match = re.search(r"(\d+)$", pair.id)
+        if match is None:
+            raise SystemExit(f"pair id {pair.id!r} does not end in a number; --half needs one")
+        if (int(match.group(1)) % 2 == 1) == (half == "odd"):
+            selected.append(pair)
+    return selected
 
 
 def similarities(embedder: Embedder, pairs: Sequence[Pair]) -> np.ndarray:
@@ -167,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"minimum cosine similarity (default {DEFAULT_POLICY.threshold})",
     )
     parser.add_argument(
+        "--half",
+        choices=("odd", "even"),
+        help="measure only the pairs whose id ends in an odd or an even number",
+    )
+    parser.add_argument(
         "--show-misses",
         action="store_true",
         help="also list the same-answer pairs the guard rejects",
@@ -174,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pairs = load_pairs(args.pairs)
+    if args.half:
+        pairs = select_half(pairs, args.half)
     if not pairs:
         print(f"{args.pairs}: no pairs", file=sys.stderr)
         return 1

@@ -37,6 +37,7 @@ from services.cache.paraphrase_words import (
     ALIASES,
     CAUSE_WORDS,
     NEUTRAL_WORDS,
+    OTHER_SYNONYM_GROUPS,
     SYNONYM_GROUPS,
 )
 
@@ -173,7 +174,7 @@ def _compare(cached: _Analysis, new: _Analysis, policy: SemanticPolicy) -> str:
         if only_cached or only_new:
             reason = _word_difference_reason(only_cached, only_new, cached, new)
             reworded = None
-            if reason not in _UNRECONCILABLE and _is_english(cached) and _is_english(new):
+            if reason not in _UNRECONCILABLE and _reading_language(cached, new) is not None:
                 reworded = _reconcile(only_cached, only_new, cached, new)
             if reworded is None:
                 return reason
@@ -250,16 +251,28 @@ def _is_english(analysis: _Analysis) -> bool:
     return _lexicon(analysis.language) is _EN
 
 
+def _reading_language(cached: _Analysis, new: _Analysis) -> str | None:
+    """Return the language whose synonym groups apply to both prompts, or None."""
+    if _is_english(cached) and _is_english(new):
+        return "en"
+    if cached.language == new.language and cached.language in OTHER_SYNONYM_GROUPS:
+        return cached.language
+    return None
+
+
 def _reconcile(
     only_cached: Counter[str], only_new: Counter[str], cached: _Analysis, new: _Analysis
 ) -> tuple[_Analysis, _Analysis] | None:
     """Return both prompts with synonyms merged and neutral words dropped, or None.
 
     Each word found on one side only must either share a synonym group with a word of the
-    other side, or be a neutral word (a light verb, hedge or question-frame noun). Then the
+    other side, or be an English neutral word (a light verb, hedge or question-frame noun).
+    Then the
     word sets are equal again, and the caller goes on to check roles and word order on the
     rewritten prompts. None means some word stays unexplained.
     """
+    language = _reading_language(cached, new) or "en"
+    english = language == "en"
     parent: dict[str, str] = {}
 
     def root(word: str) -> str:
@@ -274,14 +287,15 @@ def _reconcile(
             partners = [
                 w
                 for w in other_words
-                if _are_synonyms(word, w) or _is_participle_of(word, side, w, other)
+                if _are_synonyms(word, w, language)
+                or (english and _is_participle_of(word, side, w, other))
             ]
             for partner in partners:
                 parent[root(word)] = root(partner)
             if partners:
                 continue
             surface = side.surface.get(word, word)
-            if surface in NEUTRAL_WORDS and not (
+            if english and surface in NEUTRAL_WORDS and not (
                 surface in _RECEIVING_VERBS and other.words & _GIVING_VERBS
             ):
                 dropped[id(side)].add(word)
@@ -310,13 +324,13 @@ _GIVING_VERBS = frozenset(
 )
 
 
-def _are_synonyms(a: str, b: str) -> bool:
+def _are_synonyms(a: str, b: str, language: str) -> bool:
     """Return True when two stems share a synonym group and agree on the past-form mark."""
     base_a, _, past_a = a.partition("~")
     base_b, _, past_b = b.partition("~")
     if past_a != past_b:
         return False
-    groups = _synonym_groups()
+    groups = _synonym_groups(language)
     return bool(groups.get(base_a, frozenset()) & groups.get(base_b, frozenset()))
 
 
@@ -335,13 +349,15 @@ def _is_participle_of(word: str, side: _Analysis, partner: str, other: _Analysis
     return plain_side.surface.get(plain, plain).endswith("ing") or "past" in plain_side.tenses
 
 
-@functools.lru_cache(maxsize=1)
-def _synonym_groups() -> dict[str, frozenset[int]]:
-    """Map each stem of ``SYNONYM_GROUPS`` to the numbers of the groups that contain it."""
+@functools.lru_cache(maxsize=16)
+def _synonym_groups(language: str) -> dict[str, frozenset[int]]:
+    """Map each stem of the language's synonym groups to the numbers of the groups."""
+    lines = SYNONYM_GROUPS if language == "en" else OTHER_SYNONYM_GROUPS.get(language, ())
+    lexicon = _lexicon(language)
     groups: dict[str, set[int]] = {}
-    for number, line in enumerate(SYNONYM_GROUPS):
+    for number, line in enumerate(lines):
         for word in line.split():
-            stem = _EN.normalise(word).partition("~")[0]
+            stem = lexicon.normalise(word).partition("~")[0]
             groups.setdefault(stem, set()).add(number)
     return {stem: frozenset(numbers) for stem, numbers in groups.items()}
 
