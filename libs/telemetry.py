@@ -9,9 +9,9 @@ On, :func:`configure_tracing` installs an SDK tracer provider that batches spans
 OTLP/gRPC endpoint. The gRPC server and client interceptors and the aiohttp client
 instrumentation then create spans and carry W3C ``traceparent`` between processes, so one
 request through Envoy, the router, security, cache, metering and the provider call forms
-one trace. The standard ``OTEL_*`` variables (``OTEL_SERVICE_NAME``,
-``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_INSECURE``, ``OTEL_TRACES_SAMPLER``, ...)
-apply as the SDK defines them.
+one trace. ``OTEL_SERVICE_NAME`` replaces the service's name, and the other standard
+``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_INSECURE``, ``OTEL_TRACES_SAMPLER``, ...) apply
+as the SDK defines them.
 """
 
 from __future__ import annotations

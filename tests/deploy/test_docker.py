@@ -1,9 +1,9 @@
 """The Dockerfiles in deploy/docker, checked statically (no Docker engine runs the tests).
 
 Each service image installs only its own extra of pyproject.toml on the shared base and
-runs as a non-root user; no image takes a secret at build time. The dependency closure of
-each extra comes from the installed packages' metadata, so the router's can be shown to
-hold no numerical or model packages.
+runs as a non-root user. No image takes a secret at build time. The dependency closure
+of each extra comes from the installed packages' metadata, which shows that the router's
+contains no numerical or model packages.
 """
 
 from __future__ import annotations

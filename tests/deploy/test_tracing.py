@@ -1,10 +1,10 @@
 """One request through the whole mesh with tracing on forms one OpenTelemetry trace.
 
-The test runs an OTLP/gRPC trace receiver on 127.0.0.1, starts the gateway (Envoy, the
-four services, Cerbos, PostgreSQL, the provider simulator) with the receiver as the
-OTLP endpoint, sends one chat completion with a known ``traceparent`` and checks the
-spans that arrive: every process contributed, all share the trace id, and every span's
-parent is another span of the same trace.
+The test runs an OTLP/gRPC trace receiver on 127.0.0.1. It starts the gateway (Envoy,
+the four services, Cerbos, PostgreSQL, the provider simulator) with the receiver as the
+OTLP endpoint and sends one chat completion with a known ``traceparent``. Then it checks
+the spans that arrive: every process contributed, all share the trace id, and every
+span's parent is another span of the same trace.
 """
 
 from __future__ import annotations
