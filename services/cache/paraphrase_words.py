@@ -35,7 +35,7 @@ SYNONYM_GROUPS = (
     "improve enhance",
     "reduce decrease lessen minimize minimise shrink",
     "allow allowed permit permitted",
-    "visit go travel",
+    "visit going travel",
     "investigate debug diagnose troubleshoot",
     "load import read",
     "respond reply answer",
@@ -43,7 +43,6 @@ SYNONYM_GROUPS = (
     "increase boost",
     "protect safeguard",
     "convert transform",
-    "calculate compute",
     "talk speak",
     "eat consume",
     "merge combine",
@@ -152,7 +151,6 @@ SYNONYM_GROUPS = (
     "autumn fall",
     "soreness pain ache",
     "medicine medication",
-    "pain ache",
     "stomach belly tummy abdomen",
     "mother mom mum",
     "father dad",
@@ -163,7 +161,6 @@ SYNONYM_GROUPS = (
     "person people",
     "tooth teeth",
     "mouse mice",
-    "foot feet",
     "leaf leaves",
     "knife knives",
     "wife wives",
@@ -192,7 +189,7 @@ SYNONYM_GROUPS = (
     "tired exhausted",
     "scared afraid frightened",
     "happy glad",
-    "expensive costly pricey",
+    "expensive pricey",
     "slow sluggish",
     "dangerous hazardous risky",
     "legal lawful",
@@ -334,17 +331,17 @@ OTHER_SYNONYM_GROUPS = {
 NEUTRAL_WORDS = frozenset(
     (
         # light verbs: the object carries the meaning ("get a visa", "put it into drop D")
-        "get gets got getting gotten put puts take takes taking took go goes going come comes "
+        "get gets got getting gotten put puts take takes taking took goes going come comes "
         "coming become"
         # modals and hedges
         " should might must may shall ought likely probably perhaps maybe"
         # degree and time words that leave the request unchanged
-        " already anymore still ever even much lot lots bit all whole entire exactly "
+        " already anymore still ever even much lot lots bit all whole entire "
         "precisely literally totally completely fully newly recently normally honestly "
         "properly correctly worth worthwhile"
         # nouns that frame a question without adding a topic
         " rules rule principle principles basics overview details detail info information "
-        "factors factor considerations consideration options option way ways"
+        "factors factor considerations consideration options option"
         # "why does X happen" asks "why X"
         " happen happens happened happening occur occurs occurred"
         " command commands idea ideas recommendation recommendations"

@@ -14,10 +14,10 @@ for the English past tense), function words, politeness and filler, question fra
 do I", "what are the steps to"), British against American spelling, and reordering that
 keeps every word in its clause and role.
 
-Reworded prompts are served too when every word found on one side only is explained: it
-shares a synonym group with a word of the other side ("delivery" and "shipping"), or it is
-an English light verb, hedge or question-frame noun ("get", "should", "rules"). The groups
-and neutral words are listed in ``services.cache.paraphrase_words``. "What causes X" counts
+Reworded prompts are served too when every word found on one side only is explained. Such
+a word shares a synonym group with a word of the other side ("delivery" and "shipping"),
+or it is an English light verb, hedge or question-frame noun ("get", "should", "rules").
+The groups and neutral words are listed in ``services.cache.paraphrase_words``. "What causes X" counts
 as "why X", and a prompt that joins several questions serves a prompt that asks one of them.
 Reworded prompts may move words around, so only opposed relation words ("to" against
 "from") are compared for them, not word order.
@@ -331,8 +331,9 @@ def _reconcile(
     return cached, new
 
 
-# "get" and "take" carry no meaning of their own, except against "give" or "send", which are
-# function words and so never content: "get a refund" and "give a refund" differ.
+# "get" and "take" add no meaning of their own, unless the other prompt contains "give" or
+# "send". Those are function words, never content words, yet "get a refund" and "give a
+# refund" differ.
 _RECEIVING_VERBS = frozenset("get gets got getting gotten take takes took taking taken".split())
 _GIVING_VERBS = frozenset(
     "give gives gave given giving send sends sent sending lend lends lent offer".split()
@@ -1346,7 +1347,8 @@ _ZH_FUNCTION_CHARS = frozenset("的了吗呢吧啊呀嘛么请您你我")
 _JA_PARTICLES = frozenset("はがをにへのとかねよ")
 _CJK_NEGATIONS = frozenset("不没無无別别未勿非")
 
-# Words used only to label why a difference matters; any differing content word rejects.
+# Words that label why a difference matters. Rewording never explains a differing language,
+# unit or negative word, and explains a direction or audience word only by a synonym group.
 _NATURAL_LANGUAGES = _words(
     "english spanish french german portuguese italian dutch russian chinese japanese korean "
     "arabic hindi turkish polish swedish norwegian danish finnish greek hebrew czech ukrainian "

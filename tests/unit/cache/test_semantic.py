@@ -393,7 +393,7 @@ def test_synonyms_only_within_language() -> None:
 
 
 def test_reworded_pair_with_real_embeddings(embedder: Embedder) -> None:
-    """A reworded paraphrase passes the default threshold and the word checks; a swap does not."""
+    """A reworded paraphrase passes the default threshold and the word checks, but a swap fails."""
     prompts = [
         "Can I cancel an order after placing it?",
         "Can I cancel an order I have already placed?",
