@@ -26,6 +26,8 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CATALOG = REPO_ROOT / "deploy" / "catalog" / "providers.yaml"
 KEY = "sim-test-key"
+SIGV4 = "sigv4"
+"""Auth kind of the Bedrock cases: a SigV4 Authorization header instead of a key."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,7 @@ CASES = [
     Case("llama-3.3-70b/groq", "GROQ_ENDPOINT", "/openai/v1/chat/completions", "authorization"),
     Case("llama-3.3-70b/cerebras", "CEREBRAS_ENDPOINT", "/v1/chat/completions", "authorization"),
     Case("llama-3.3-70b/together", "TOGETHER_ENDPOINT", "/v1/chat/completions", "authorization"),
-    Case(
-        "llama-3.3-70b/fireworks", "FIREWORKS_ENDPOINT", "/inference/v1/chat/completions", "authorization"
-    ),
+    Case("llama-3.3-70b/fireworks", "FIREWORKS_ENDPOINT", "/inference/v1/chat/completions", "authorization"),
     Case("llama-3.3-70b/deepinfra", "DEEPINFRA_ENDPOINT", "/v1/openai/chat/completions", "authorization"),
     Case("llama-3.3-70b/nebius", "NEBIUS_ENDPOINT", "/v1/chat/completions", "authorization"),
     Case("llama-3.3-70b/sambanova", "SAMBANOVA_ENDPOINT", "/v1/chat/completions", "authorization"),
@@ -80,6 +80,22 @@ CASES = [
         model_in_path=True,
     ),
     Case("command-a/cohere", "COHERE_ENDPOINT", "/v2/chat", "authorization"),
+    Case(
+        "claude-3-5-haiku/bedrock",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+        "/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse",
+        SIGV4,
+        stream_path="/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse-stream",
+        model_in_path=True,
+    ),
+    Case(
+        "nova-lite/bedrock",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+        "/model/amazon.nova-lite-v1:0/converse",
+        SIGV4,
+        stream_path="/model/amazon.nova-lite-v1:0/converse-stream",
+        model_in_path=True,
+    ),
 ]
 
 
@@ -100,10 +116,7 @@ async def close_upstream_session() -> AsyncIterator[None]:
 def load_catalog(simulator: SimulatorProcess, prefix: str) -> Catalog:
     """Load providers.yaml with every endpoint variable at ``{simulator}/{prefix}``."""
     document = yaml.safe_load(CATALOG.read_text())
-    environ = {
-        case.endpoint_variable: f"{simulator.base_url}/{prefix}{case.simulator_host}" for case in CASES
-    }
-    environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = f"{simulator.base_url}/{prefix}"
+    environ = {case.endpoint_variable: f"{simulator.base_url}/{prefix}{case.simulator_host}" for case in CASES}
     return Catalog.from_mapping(document, source=str(CATALOG), environ=environ)
 
 
@@ -113,6 +126,8 @@ def provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         for deployment in group.deployments:
             if deployment.api_key_env:
                 monkeypatch.setenv(deployment.api_key_env, KEY)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "simulator-secret")
 
 
 def deployment_for(simulator: SimulatorProcess, case: Case) -> tuple[Deployment, str]:
@@ -125,6 +140,10 @@ def check_headers(seen: dict[str, Any], case: Case) -> None:
     if case.auth_header is None:
         assert "authorization" not in headers
         return
+    if case.auth_header == SIGV4:
+        assert headers["authorization"].startswith("[redacted sha256:")
+        assert headers["x-amz-date"].endswith("Z")
+        return
     value = headers[case.auth_header]
     assert "[redacted sha256:" in value
     if case.auth_header == "authorization":
@@ -135,14 +154,14 @@ def test_catalog_lists_twenty_providers() -> None:
     catalog = Catalog.load(CATALOG)
     names = {deployment.id.split("/")[1] for g in catalog.models() for deployment in g.deployments}
     assert len(names) >= 20
-    tested = {case.deployment_id.split("/")[1] for case in CASES} | {"bedrock"}
-    assert names <= tested
+    tested = {case.deployment_id.split("/")[1] for case in CASES}
+    assert names == tested
+    deployments = {deployment.id for g in catalog.models() for deployment in g.deployments}
+    assert deployments == {case.deployment_id for case in CASES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.deployment_id for case in CASES])
-async def test_provider_complete(
-    open_simulator: SimulatorProcess, provider_keys: None, case: Case
-) -> None:
+async def test_provider_complete(open_simulator: SimulatorProcess, provider_keys: None, case: Case) -> None:
     deployment, prefix = deployment_for(open_simulator, case)
     request = {"model": "chat", "messages": [{"role": "user", "content": "Hello there, Jane!"}]}
 
@@ -161,17 +180,13 @@ async def test_provider_complete(
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.deployment_id for case in CASES])
-async def test_provider_stream(
-    open_simulator: SimulatorProcess, provider_keys: None, case: Case
-) -> None:
+async def test_provider_stream(open_simulator: SimulatorProcess, provider_keys: None, case: Case) -> None:
     deployment, prefix = deployment_for(open_simulator, case)
     request = {"model": "chat", "messages": [{"role": "user", "content": "Count to three."}]}
 
     chunks = [chunk async for chunk in adapter_for(deployment.provider).stream(request, deployment)]
 
-    text = "".join(
-        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
-    )
+    text = "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
     assert text == "Simulated answer to: Count to three."
     reasons = [choice["finish_reason"] for chunk in chunks for choice in chunk["choices"]]
     assert reasons[-1] == "stop"
@@ -186,9 +201,7 @@ async def test_provider_stream(
 
 
 async def test_max_completion_tokens_only(open_simulator: SimulatorProcess, provider_keys: None) -> None:
-    deployment, prefix = deployment_for(
-        open_simulator, Case("o3-mini/openai", "OPENAI_ENDPOINT", "", None)
-    )
+    deployment, prefix = deployment_for(open_simulator, Case("o3-mini/openai", "OPENAI_ENDPOINT", "", None))
     request = {
         "model": "chat",
         "max_tokens": 3,
@@ -204,9 +217,7 @@ async def test_max_completion_tokens_only(open_simulator: SimulatorProcess, prov
 
 
 async def test_max_tokens_only(open_simulator: SimulatorProcess, provider_keys: None) -> None:
-    deployment, prefix = deployment_for(
-        open_simulator, Case("llama-3.3-70b/lm-studio", "LM_STUDIO_ENDPOINT", "", None)
-    )
+    deployment, prefix = deployment_for(open_simulator, Case("llama-3.3-70b/lm-studio", "LM_STUDIO_ENDPOINT", "", None))
     request = {
         "model": "chat",
         "max_completion_tokens": 3,

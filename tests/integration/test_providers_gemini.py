@@ -96,9 +96,7 @@ async def test_complete_with_system_and_image(simulator: SimulatorProcess) -> No
     assert seen["headers"]["x-goog-api-key"].startswith("[redacted sha256:")
     body = seen["body"]
     assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}, {"text": "Answer in English."}]}
-    assert body["contents"][0]["parts"][1] == {
-        "inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}
-    }
+    assert body["contents"][0]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
     assert body["generationConfig"] == {"temperature": 0.5, "stopSequences": ["never-present"]}
 
 
@@ -164,10 +162,7 @@ async def test_stream_tool_call_then_result(simulator: SimulatorProcess) -> None
     chunks = await collect(request, deployment)
 
     calls = [
-        call
-        for chunk in chunks
-        for choice in chunk["choices"]
-        for call in choice["delta"].get("tool_calls") or []
+        call for chunk in chunks for choice in chunk["choices"] for call in choice["delta"].get("tool_calls") or []
     ]
     assert len(calls) == 1
     assert calls[0]["function"]["name"] == "get_weather"

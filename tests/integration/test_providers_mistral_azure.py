@@ -105,10 +105,7 @@ async def test_mistral_tool_round_trip(simulator: SimulatorProcess) -> None:
     chunks = [chunk async for chunk in adapter_for("mistral").stream(request, deployment)]
 
     calls = [
-        call
-        for chunk in chunks
-        for choice in chunk["choices"]
-        for call in choice["delta"].get("tool_calls") or []
+        call for chunk in chunks for choice in chunk["choices"] for call in choice["delta"].get("tool_calls") or []
     ]
     assert [c["function"]["name"] for c in calls] == ["get_weather"]
     assert "".join(c["function"]["arguments"] for c in calls) == '{"city":"sample city"}'
@@ -148,9 +145,7 @@ async def test_azure_deployment_url_and_key(simulator: SimulatorProcess) -> None
     assert answer["choices"][0]["message"]["content"] == "Simulated answer to: Hello Azure"
     assert chunks[-1]["usage"]["prompt_tokens"] == 2
     seen = simulator.requests(name)
-    assert [entry["path"] for entry in seen] == [
-        f"/{name}/openai/deployments/my-deployment/chat/completions"
-    ] * 2
+    assert [entry["path"] for entry in seen] == [f"/{name}/openai/deployments/my-deployment/chat/completions"] * 2
     assert seen[0]["headers"]["api-key"].startswith("[redacted sha256:")
     assert "authorization" not in seen[0]["headers"]
 

@@ -132,11 +132,13 @@ async def send_events(
     plan: FaultPlan,
     error_event: bytes,
     headers: Mapping[str, str],
+    content_type: str = "text/event-stream; charset=utf-8",
 ) -> web.StreamResponse:
     """Write SSE events, applying delays, stalls, in-band errors and disconnects.
 
     Events between two pauses are written together, so an unfaulted stream costs one
-    write instead of one per event.
+    write instead of one per event. ``content_type`` lets a format with other framing
+    (Bedrock's binary event stream) reuse the same faults.
     """
     step = plan.step
     if step.error_after_chunks is not None:
@@ -159,7 +161,7 @@ async def send_events(
     response = web.StreamResponse(
         headers={
             **headers,
-            "Content-Type": "text/event-stream; charset=utf-8",
+            "Content-Type": content_type,
             "Cache-Control": "no-cache",
         }
     )

@@ -32,7 +32,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not request.query.get("api-version"):
         return json_response(
             error_body(
-                "Missing required query parameter: api-version", "invalid_request_error",
+                "Missing required query parameter: api-version",
+                "invalid_request_error",
                 code="missing_api_version",
             ),
             status=404,

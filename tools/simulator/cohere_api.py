@@ -115,9 +115,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return _error(500, step.message or _MESSAGES[500])
 
     header_bytes = request.headers.get("x-sim-answer-bytes")
-    answer_bytes = step.answer_bytes or (
-        int(header_bytes) if header_bytes and header_bytes.isdigit() else None
-    )
+    answer_bytes = step.answer_bytes or (int(header_bytes) if header_bytes and header_bytes.isdigit() else None)
     reply = _reply(body, simulator, answer_bytes)
     plan_text = f"I will call {reply.tool_name}." if reply.tool_name is not None else ""
     prompt = count_texts(_prompt_texts(body["messages"]))
@@ -191,11 +189,7 @@ def _texts(content: Any) -> list[str]:
     if isinstance(content, str):
         return [content]
     if isinstance(content, list):
-        return [
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        ]
+        return [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
     return []
 
 

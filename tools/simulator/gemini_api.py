@@ -81,8 +81,14 @@ def _camel(value: Any) -> Any:
     for key, item in value.items():
         name = _SNAKE.sub(lambda match: match.group(1).upper(), key)
         # Arguments, responses and schemas are the caller's data, kept as sent.
-        keep = name in ("args", "response", "parameters", "responseSchema", "parametersJsonSchema",
-                        "responseJsonSchema")
+        keep = name in (
+            "args",
+            "response",
+            "parameters",
+            "responseSchema",
+            "parametersJsonSchema",
+            "responseJsonSchema",
+        )
         renamed[name] = item if keep else _camel(item)
     return renamed
 
@@ -117,16 +123,12 @@ async def models_call(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(plan.delay_s)
     step = plan.step
     if plan.error_status is not None:
-        return _error(
-            plan.error_status, step.message or f"Simulated HTTP {plan.error_status}.", step.retry_after
-        )
+        return _error(plan.error_status, step.message or f"Simulated HTTP {plan.error_status}.", step.retry_after)
     if step.error_after_chunks is not None and not stream:
         return _error(500, step.message or "An internal error has occurred.")
 
     header_bytes = request.headers.get("x-sim-answer-bytes")
-    answer_bytes = step.answer_bytes or (
-        int(header_bytes) if header_bytes and header_bytes.isdigit() else None
-    )
+    answer_bytes = step.answer_bytes or (int(header_bytes) if header_bytes and header_bytes.isdigit() else None)
     reply = _reply(body, simulator, answer_bytes)
     prompt = count_texts(_prompt_texts(body))
     usage: dict[str, Any] = {
@@ -194,11 +196,7 @@ def _validate(body: dict[str, Any]) -> str | None:
             if fields[0] == "functionResponse":
                 answered.add(part["functionResponse"]["name"])
         if content.get("role") == "model":
-            called = {
-                part["functionCall"].get("name")
-                for part in parts
-                if isinstance(part.get("functionCall"), dict)
-            }
+            called = {part["functionCall"].get("name") for part in parts if isinstance(part.get("functionCall"), dict)}
         elif answered:
             called = set()
 
@@ -273,9 +271,7 @@ def _reply(body: dict[str, Any], simulator: Simulator, answer_bytes: int | None)
     answering = any(isinstance(part, dict) and "functionResponse" in part for part in last_parts)
     if declarations and mode != "NONE" and not answering:
         allowed = calling.get("allowedFunctionNames") or []
-        declaration = next(
-            (item for item in declarations if item.get("name") in allowed), declarations[0]
-        )
+        declaration = next((item for item in declarations if item.get("name") in allowed), declarations[0])
         schema = declaration.get("parameters") or declaration.get("parametersJsonSchema")
         return Reply(
             text="",

@@ -71,8 +71,7 @@ _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_ca
 
 def _error(message: str, status: int = 422) -> web.Response:
     return json_response(
-        {"object": "error", "message": message, "type": "invalid_request_error", "param": None,
-         "code": None},
+        {"object": "error", "message": message, "type": "invalid_request_error", "param": None, "code": None},
         status=status,
     )
 
@@ -92,10 +91,7 @@ def _problem(body: dict[str, Any]) -> str | None:
             ids.append(message.get("tool_call_id"))
         for call_id in ids:
             if not isinstance(call_id, str) or not _TOOL_ID.fullmatch(call_id):
-                return (
-                    f"Tool call id was {call_id} but must be a-z, A-Z, 0-9, "
-                    "with a length of 9."
-                )
+                return f"Tool call id was {call_id} but must be a-z, A-Z, 0-9, with a length of 9."
     return None
 
 
@@ -136,8 +132,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await send_json_answer(request, answer, plan, {})
 
     events = _stream_events(completion_id, created, body["model"], reply, usage, simulator)
-    error_event = format_event(orjson.dumps({"object": "error", "message": "Service unavailable",
-                                             "type": "internal_error"}))
+    error_event = format_event(
+        orjson.dumps({"object": "error", "message": "Service unavailable", "type": "internal_error"})
+    )
     return await send_events(request, events, plan, error_event, {})
 
 
@@ -149,8 +146,7 @@ def _stream_events(
     usage: dict[str, Any],
     simulator: Any,
 ) -> list[bytes]:
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-            "model": model}
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.router.providers.anthropic_messages import AnthropicAdapter
 from services.router.providers.base import ProviderAdapter, ProviderError
+from services.router.providers.bedrock import BedrockAdapter
 from services.router.providers.cohere import CohereAdapter
 from services.router.providers.gemini import GeminiAdapter
 from services.router.providers.openai_compatible import (
@@ -15,6 +16,7 @@ from services.router.providers.openai_compatible import (
 __all__ = [
     "AnthropicAdapter",
     "AzureOpenAIAdapter",
+    "BedrockAdapter",
     "CohereAdapter",
     "GeminiAdapter",
     "MistralAdapter",
@@ -31,6 +33,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {
     "mistral": MistralAdapter(),
     "gemini": GeminiAdapter(),
     "cohere": CohereAdapter(),
+    "bedrock": BedrockAdapter(),
 }
 
 

@@ -49,9 +49,7 @@ class CohereAdapter:
             raise _failed(deployment, answer["finish_reason"])
         return to_openai_completion(answer, model=deployment.upstream_model)
 
-    async def stream(
-        self, request: dict[str, Any], deployment: Deployment
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, request: dict[str, Any], deployment: Deployment) -> AsyncIterator[dict[str, Any]]:
         """Yield OpenAI chunks; the last one has empty ``choices`` and the usage."""
         body = _body(request, deployment)
         body["stream"] = True

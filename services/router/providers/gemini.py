@@ -56,9 +56,7 @@ class GeminiAdapter:
             )
         return to_openai_completion(answer, model=deployment.upstream_model)
 
-    async def stream(
-        self, request: dict[str, Any], deployment: Deployment
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, request: dict[str, Any], deployment: Deployment) -> AsyncIterator[dict[str, Any]]:
         """Yield OpenAI chunks; the last one has empty ``choices`` and the usage."""
         body = _body(request, deployment)
         translator = GeminiStreamTranslator(model=deployment.upstream_model)

@@ -129,9 +129,7 @@ def _message(message: Any, position: int, known_ids: set[str]) -> dict[str, Any]
     if role == "tool":
         call_id = message.get("tool_call_id")
         if not isinstance(call_id, str) or call_id not in known_ids:
-            raise TranslationError(
-                f"{where}.tool_call_id {call_id!r} matches no earlier assistant tool call"
-            )
+            raise TranslationError(f"{where}.tool_call_id {call_id!r} matches no earlier assistant tool call")
         return {"role": "tool", "tool_call_id": call_id, "content": text_of(content, where)}
     raise TranslationError(f"{where}.role {role!r} is not supported")
 
@@ -156,9 +154,7 @@ def _user_content(content: Any, where: str) -> Any:
                 entry["detail"] = image["detail"]
             parts.append({"type": "image_url", "image_url": entry})
         else:
-            raise TranslationError(
-                f"{where}.content[{index}].type {kind!r} is not supported by Cohere deployments"
-            )
+            raise TranslationError(f"{where}.content[{index}].type {kind!r} is not supported by Cohere deployments")
     return parts
 
 
@@ -176,9 +172,7 @@ def _assistant(message: Mapping[str, Any], where: str) -> dict[str, Any]:
         call_id, name, parsed = tool_call_arguments(call, f"{where}.tool_calls[{index}]")
         raw = call["function"].get("arguments")
         arguments = raw if isinstance(raw, str) and raw else orjson.dumps(parsed).decode()
-        converted.append(
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-        )
+        converted.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
     result: dict[str, Any] = {"role": "assistant", "tool_calls": converted}
     if text:
         result["tool_plan"] = text

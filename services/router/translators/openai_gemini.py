@@ -253,17 +253,13 @@ def _thought_signature(call: Mapping[str, Any]) -> str | None:
     return signature if isinstance(signature, str) else None
 
 
-def _function_response(
-    message: Mapping[str, Any], names: Mapping[str, str], where: str
-) -> dict[str, Any]:
+def _function_response(message: Mapping[str, Any], names: Mapping[str, str], where: str) -> dict[str, Any]:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
         raise TranslationError(f"{where}.tool_call_id is missing")
     name = names.get(call_id)
     if not name:
-        raise TranslationError(
-            f"{where}.tool_call_id {call_id!r} matches no earlier assistant tool call"
-        )
+        raise TranslationError(f"{where}.tool_call_id {call_id!r} matches no earlier assistant tool call")
     text = text_of(message.get("content"), where)
     try:
         parsed = orjson.loads(text)
@@ -325,9 +321,7 @@ def _fits_gemini_schema(schema: Any) -> bool:
     if not set(schema) <= _SCHEMA_KEYS or not isinstance(schema.get("type", ""), str):
         return False
     properties = schema.get("properties")
-    if isinstance(properties, Mapping) and not all(
-        _fits_gemini_schema(value) for value in properties.values()
-    ):
+    if isinstance(properties, Mapping) and not all(_fits_gemini_schema(value) for value in properties.values()):
         return False
     return _fits_gemini_schema(schema.get("items")) and _fits_gemini_schema(schema.get("anyOf"))
 
@@ -341,11 +335,7 @@ def _add_tools(request: Mapping[str, Any], body: dict[str, Any]) -> None:
     declarations: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
-        if (
-            not isinstance(tool, Mapping)
-            or tool.get("type") != "function"
-            or not isinstance(function, Mapping)
-        ):
+        if not isinstance(tool, Mapping) or tool.get("type") != "function" or not isinstance(function, Mapping):
             raise TranslationError(f"tools[{index}] must be a function tool")
         name = function.get("name")
         if not isinstance(name, str) or not name:
@@ -441,9 +431,7 @@ def to_openai_completion(response: Mapping[str, Any], *, model: str) -> dict[str
             model=model,
             text="".join(texts),
             tool_calls=calls,
-            finish_reason=map_finish_reason(
-                candidate.get("finishReason"), called_function=bool(calls)
-            ),
+            finish_reason=map_finish_reason(candidate.get("finishReason"), called_function=bool(calls)),
             usage={},
             reasoning="".join(thoughts) or None,
         )
@@ -540,9 +528,7 @@ class GeminiStreamTranslator:
             chunks.append(self._choice_chunk(index, {}, finish_reason=mapped))
         return chunks
 
-    def _choice_chunk(
-        self, index: int, delta: dict[str, Any], *, finish_reason: str | None = None
-    ) -> dict[str, Any]:
+    def _choice_chunk(self, index: int, delta: dict[str, Any], *, finish_reason: str | None = None) -> dict[str, Any]:
         chunk = self._chunks.chunk(delta, finish_reason=finish_reason)
         chunk["choices"][0]["index"] = index
         return chunk

@@ -95,11 +95,7 @@ def test_request_images() -> None:
 
 def test_request_audio_part_rejected() -> None:
     with pytest.raises(TranslationError, match="not supported"):
-        translate(
-            messages=[
-                {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}
-            ]
-        )
+        translate(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}])
 
 
 def test_request_tools_and_choices() -> None:
@@ -237,9 +233,7 @@ def test_response_tool_call_with_plan() -> None:
             "message": {
                 "role": "assistant",
                 "tool_plan": "I will check.",
-                "tool_calls": [
-                    {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
-                ],
+                "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}],
             },
         },
         model="command-a",

@@ -73,16 +73,12 @@ def test_request_system_and_developer_in_order() -> None:
             {"role": "user", "content": "Bye"},
         ]
     )
-    assert body["systemInstruction"] == {
-        "parts": [{"text": "First."}, {"text": "Second."}, {"text": "Third."}]
-    }
+    assert body["systemInstruction"] == {"parts": [{"text": "First."}, {"text": "Second."}, {"text": "Third."}]}
     assert [content["role"] for content in body["contents"]] == ["user", "model", "user"]
 
 
 def test_request_consecutive_roles_merge() -> None:
-    body = translate(
-        messages=[{"role": "user", "content": "One"}, {"role": "user", "content": "Two"}]
-    )
+    body = translate(messages=[{"role": "user", "content": "One"}, {"role": "user", "content": "Two"}])
     assert body["contents"] == [{"role": "user", "parts": [{"text": "One"}, {"text": "Two"}]}]
 
 
@@ -138,9 +134,7 @@ def test_request_tools_and_choices() -> None:
         }
     ]
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
-    assert translate(tools=[WEATHER], tool_choice="none")["toolConfig"] == {
-        "functionCallingConfig": {"mode": "NONE"}
-    }
+    assert translate(tools=[WEATHER], tool_choice="none")["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
     assert translate(tools=[WEATHER], tool_choice="required")["toolConfig"] == {
         "functionCallingConfig": {"mode": "ANY"}
     }
@@ -167,14 +161,14 @@ def test_request_response_format() -> None:
         "responseMimeType": "application/json"
     }
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    config = translate(
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-    )["generationConfig"]
+    config = translate(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})[
+        "generationConfig"
+    ]
     assert config == {"responseMimeType": "application/json", "responseSchema": schema}
     loose = {**schema, "additionalProperties": False}
-    config = translate(
-        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": loose}}
-    )["generationConfig"]
+    config = translate(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": loose}})[
+        "generationConfig"
+    ]
     assert config == {"responseMimeType": "application/json", "responseJsonSchema": loose}
 
 
@@ -230,9 +224,7 @@ def test_request_tool_result_without_call() -> None:
 
 
 def test_request_reasoning_effort() -> None:
-    assert translate(reasoning_effort="low")["generationConfig"] == {
-        "thinkingConfig": {"thinkingBudget": 1024}
-    }
+    assert translate(reasoning_effort="low")["generationConfig"] == {"thinkingConfig": {"thinkingBudget": 1024}}
 
 
 @pytest.mark.parametrize(
@@ -347,9 +339,7 @@ def test_stream_text_chunks_and_usage_merge() -> None:
     chunks = translator.translate(event([{"text": "Hel"}], promptTokenCount=4, totalTokenCount=4))
     chunks += translator.translate(event([{"text": "lo"}], promptTokenCount=4))
     assert not translator.finished
-    chunks += translator.translate(
-        event([{"text": "!"}], "STOP", candidatesTokenCount=3, thoughtsTokenCount=2)
-    )
+    chunks += translator.translate(event([{"text": "!"}], "STOP", candidatesTokenCount=3, thoughtsTokenCount=2))
     assert translator.finished
     chunks.append(translator.finish())
 
@@ -376,9 +366,7 @@ def test_stream_tool_calls_whole_and_indexed() -> None:
             "STOP",
         )
     )
-    calls = [
-        call for chunk in chunks for call in chunk["choices"][0]["delta"].get("tool_calls") or []
-    ]
+    calls = [call for chunk in chunks for call in chunk["choices"][0]["delta"].get("tool_calls") or []]
     assert [(c["index"], c["id"], c["function"]["name"]) for c in calls] == [(0, "a", "f"), (1, "b", "g")]
     assert [orjson.loads(c["function"]["arguments"]) for c in calls] == [{"x": 1}, {}]
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
