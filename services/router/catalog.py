@@ -24,6 +24,12 @@ Example::
 
 ``price``, ``timeout_s`` and ``stream_idle_timeout_s`` may be set on the model and are
 then inherited by its deployments. A deployment's ``id`` defaults to ``<model>/<name>``.
+
+Some wire formats take extra deployment fields: ``api_version`` (required for
+"azure", optional for "gemini"), ``region`` ("bedrock") and ``max_tokens_field``
+("openai" and "azure" models that accept only ``max_tokens`` or only
+``max_completion_tokens``). ``deploy/catalog/providers.yaml`` lists a deployment at
+every supported provider.
 """
 
 from __future__ import annotations

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from services.router.catalog import Catalog, Deployment
+from services.router.catalog import Catalog, Deployment, ModelGroup
 from services.router.providers import adapter_for
+from services.router.routing import Router
 from services.router.upstream import close_session
 from tests.fixtures.simulator import SimulatorProcess, running_simulator
 
@@ -101,7 +102,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def open_simulator() -> Iterator[SimulatorProcess]:
-    # Ollama and LM Studio send no key, so this simulator answers keyless requests too;
+    # Ollama and LM Studio send no key, so this simulator accepts keyless requests too;
     # each test checks the key headers in the request log instead.
     with running_simulator("--allow-missing-key") as process:
         yield process
@@ -230,3 +231,34 @@ async def test_max_tokens_only(open_simulator: SimulatorProcess, provider_keys: 
     [seen] = open_simulator.requests(prefix)
     assert seen["body"]["max_tokens"] == 3
     assert "max_completion_tokens" not in seen["body"]
+
+
+async def test_router_fails_over_across_formats(open_simulator: SimulatorProcess, provider_keys: None) -> None:
+    # Converse cannot fetch image URLs, so the Bedrock deployment rejects the request
+    # before sending it, and the router serves it from the Gemini deployment.
+    prefix = "p" + uuid.uuid4().hex[:10]
+    catalog = load_catalog(open_simulator, prefix)
+    bedrock = catalog.deployment("claude-3-5-haiku/bedrock")
+    gemini = catalog.deployment("gemini-2.5-flash/gemini")
+    group = ModelGroup(
+        name="vision",
+        deployments=(replace(bedrock, priority=0), replace(gemini, priority=1)),
+        strategy="priority",
+    )
+    router = Router(Catalog([group]))
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    request = {
+        "model": "vision",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}],
+    }
+
+    result = await router.complete(request, group)
+
+    assert result.deployment.id == gemini.id
+    assert result.body["choices"][0]["message"]["content"] == "Simulated answer to: What is this?"
+    assert result.attempts[0].code == "UPSTREAM_UNSUPPORTED_REQUEST"
+    seen = open_simulator.requests(prefix)
+    assert [entry["path"] for entry in seen] == [f"/{prefix}/v1beta/models/gemini-2.5-flash:generateContent"]
+    assert seen[0]["body"]["contents"][0]["parts"][1] == {
+        "fileData": {"mimeType": "image/png", "fileUri": "https://example.com/cat.png"}
+    }
