@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,17 +85,15 @@ class Build:
     """One client's build: already in the cache, or running in the background."""
 
     def __init__(self, client: Client) -> None:
-        missing = [tool for tool in client.tools if shutil.which(tool) is None]
-        if missing:
-            pytest.fail(f"{client.language} client: {', '.join(missing)} not found on PATH; {INSTALL_HINT}")
-
         self.client = client
         self.out = client.build_dir()
         self.process: subprocess.Popen[str] | None = None
-        if (self.out / DONE).exists():
+        # Reported by launcher(), so one missing toolchain fails only that client's tests.
+        self.missing = [tool for tool in client.tools if shutil.which(tool) is None]
+        if self.missing or (self.out / DONE).exists():
             return
 
-        # Builds for older inputs are dead weight once the inputs change.
+        # A build for older inputs is never used again.
         for stale in CACHE.glob(f"{client.language}-*"):
             if stale.is_dir() and stale != self.out:
                 shutil.rmtree(stale)
@@ -114,6 +113,8 @@ class Build:
 
     def launcher(self) -> Path:
         """Wait for the build to finish and return the path of the client's launcher."""
+        if self.missing:
+            pytest.fail(f"{self.client.language} client: {', '.join(self.missing)} not found on PATH; {INSTALL_HINT}")
         if self.process is not None:
             try:
                 output, _ = self.process.communicate(timeout=BUILD_TIMEOUT_S)
@@ -124,17 +125,27 @@ class Build:
             if self.process.returncode != 0:
                 pytest.fail(
                     f"{self.client.language} client: {self.client.build_script.name} failed with exit code"
-                    f" {self.process.returncode}; {INSTALL_HINT}\n{output}"
+                    f" {self.process.returncode}; its output follows\n{output}"
                 )
             (self.out / DONE).write_text(f"{self.client.build_script.name} succeeded\n")
             self.process = None
         return self.out / "chat_client"
 
+    def stop(self) -> None:
+        """Kill the build if it is still running, which leaves its directory without a stamp file."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
 
 @pytest.fixture(scope="session")
-def client_builds() -> dict[str, Build]:
+def client_builds() -> Iterator[dict[str, Build]]:
     """Start the builds of the clients whose inputs changed, in the background."""
-    return {name: Build(client) for name, client in CLIENTS.items()}
+    builds = {name: Build(client) for name, client in CLIENTS.items()}
+    yield builds
+    # A build that no selected test waited for must not outlive the session.
+    for build in builds.values():
+        build.stop()
 
 
 # client_builds comes before gateway so the builds run while the gateway starts.
