@@ -110,12 +110,17 @@ async def stream_events(
     """
     parser = SSEParser()
     reads = stream_bytes(url, headers, payload, deployment, request, "text/event-stream")
-    async for data in reads:
-        events = parser.feed(data)
-        if events:
-            reads.mark_received()
-        for event in events:
-            yield event
+    try:
+        async for data in reads:
+            events = parser.feed(data)
+            if events:
+                reads.mark_received()
+            for event in events:
+                yield event
+    finally:
+        # Closing here, not at garbage collection, returns the connection to the pool
+        # as soon as the caller stops reading.
+        await reads.aclose()
 
 
 class ByteStream:
