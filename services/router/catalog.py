@@ -393,6 +393,17 @@ class _Parser:
                 model, f"{where}.api_version", "is missing (Azure OpenAI requires api-version)"
             )
         region = self._optional_string(raw, "region", model, where)
+        for key, value, providers in (
+            ("max_tokens_field", max_tokens_field, ("openai", "azure")),
+            ("api_version", api_version, ("azure", "gemini")),
+            ("region", region, ("bedrock",)),
+        ):
+            if value is not None and provider not in providers:
+                raise self._error(
+                    model,
+                    f"{where}.{key}",
+                    f"applies only to {' and '.join(providers)} deployments, not {provider!r}",
+                )
 
         return Deployment(
             id=deployment_id,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.router.catalog import Catalog, Deployment
+from services.router.catalog import Catalog, CatalogError, Deployment
 from services.router.providers import adapter_for
 from services.router.providers.base import ProviderError
 from services.router.upstream import close_session
@@ -158,5 +158,26 @@ def test_azure_requires_api_version() -> None:
         "base_url": "https://example.openai.azure.com",
         "price": PRICE,
     }
-    with pytest.raises(Exception, match="api_version: is missing"):
+    with pytest.raises(CatalogError, match="api_version: is missing"):
+        Catalog.from_mapping({"models": [{"name": "chat", "deployments": [entry]}]})
+
+
+@pytest.mark.parametrize(
+    ("provider", "field", "value"),
+    [
+        ("openai", "region", "us-east-1"),
+        ("mistral", "max_tokens_field", "max_tokens"),
+        ("bedrock", "api_version", "v1"),
+    ],
+)
+def test_provider_fields_checked(provider: str, field: str, value: str) -> None:
+    entry = {
+        "name": "d",
+        "provider": provider,
+        "upstream_model": "m",
+        "base_url": "https://example.com",
+        "price": PRICE,
+        field: value,
+    }
+    with pytest.raises(CatalogError, match=f"{field}: applies only to"):
         Catalog.from_mapping({"models": [{"name": "chat", "deployments": [entry]}]})
