@@ -34,6 +34,9 @@ lint: install ## Run ruff on the Python code and buf lint on the protos
 protos: install ## Lint the protos and regenerate the Python stubs and the descriptor set
 	$(PYTHON) -m tools.protos
 
+bench: install ## Benchmark against LiteLLM and Portkey (BENCH_SECONDS=5 for a short run); see docs/benchmarks.md
+	$(PYTHON) -m tools.bench
+
 check: lint ## Lint, fail on stale generated stubs, then run the whole test suite
 	$(PYTHON) -m tools.protos check
 	$(PYTHON) -m pytest -q

@@ -334,6 +334,7 @@ class Stack:
         redis_url: str | None = None,
         database_url: str | None = None,
         envoy_concurrency: int | None = None,
+        simulator_url: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.ports = ports or Ports()
@@ -343,6 +344,8 @@ class Stack:
         self.redis_url = redis_url or None
         self.external_database_url = database_url or None
         self.envoy_concurrency = envoy_concurrency
+        # A simulator the caller runs (the benchmark's); None starts one on ports.simulator.
+        self.external_simulator_url = simulator_url.rstrip("/") if simulator_url else None
         self.environ = dict(os.environ if environ is None else environ)
         self.database_urls: dict[str, str] = {}
         self.api_key = ""
@@ -404,7 +407,7 @@ class Stack:
     @property
     def simulator_url(self) -> str:
         """Root URL of the provider simulator."""
-        return f"http://{HOST}:{self.ports.simulator}"
+        return self.external_simulator_url or f"http://{HOST}:{self.ports.simulator}"
 
     # Lifecycle.
 
@@ -415,12 +418,18 @@ class Stack:
         """
         # gRPC servers bind with SO_REUSEPORT, so a second stack on the same ports would
         # start without an error and share traffic with the first.
-        self.ports.check_free(skip=["postgres"] if self.external_database_url else [])
+        skip = ["postgres"] if self.external_database_url else []
+        if self.external_simulator_url:
+            skip.append("simulator")
+        self.ports.check_free(skip=skip)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_databases()
-            self._start_group([self._cerbos(), self._simulator()])
+            first = [self._cerbos()]
+            if self.external_simulator_url is None:
+                first.append(self._simulator())
+            self._start_group(first)
             self._start_group([self._security(), self._cache(), self._metering()])
             self._start_group([self._router()])
             self._start_group([self._envoy()])
