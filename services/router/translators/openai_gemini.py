@@ -44,6 +44,7 @@ toolUsePromptTokenCount) to ``prompt_tokens``, cachedContentTokenCount to
 from __future__ import annotations
 
 import mimetypes
+import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
@@ -454,7 +455,7 @@ def to_openai_completion(response: Mapping[str, Any], *, model: str) -> dict[str
     return {
         "id": response.get("responseId") or "",
         "object": "chat.completion",
-        "created": ChunkBuilder().created,
+        "created": int(time.time()),
         "model": response.get("modelVersion") or model,
         "choices": choices,
         "usage": to_openai_usage(response.get("usageMetadata") or {}),
