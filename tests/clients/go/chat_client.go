@@ -32,7 +32,7 @@ const invalidKey = "sk-aigw-invalid0-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 // in milliseconds, so a call that takes this long has hung.
 const callTimeout = 20 * time.Second
 
-// callError is a failed call: its gRPC status and, when the status carries one,
+// callError is the gRPC status of a failed call and, when the status carries one,
 // the google.rpc.ErrorInfo from its details.
 type callError struct {
 	Code     int32             `json:"code"`
@@ -188,7 +188,7 @@ func main() {
 	}
 	address, apiKey := os.Args[1], os.Args[2]
 
-	// grpc-go 1.33 (Debian 12) has no credentials/insecure package; WithInsecure is
+	// grpc-go 1.33 (Debian 12) has no credentials/insecure package, so WithInsecure is
 	// its plaintext option. The edge listens without TLS on 127.0.0.1.
 	conn, err := grpc.Dial(address, grpc.WithInsecure())
 	if err != nil {
