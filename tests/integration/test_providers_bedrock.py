@@ -77,7 +77,7 @@ def expected_signature(seen: dict[str, Any], path: str, payload: bytes) -> str:
     # The logged authorization value is hashed, so the signed header list comes from the
     # headers the adapter always signs.
     signed = sorted(["accept", "content-type", "host", "x-amz-date", "x-amz-security-token"])
-    # The log redacts the session token, which the test knows.
+    # The log redacts the session token, so the test uses its own copy.
     values = {**headers, "x-amz-security-token": SESSION_TOKEN}
     canonical_headers = "".join(f"{name}:{values[name].strip()}\n" for name in signed)
     # Services other than S3 encode the already encoded path once more.

@@ -348,7 +348,7 @@ def test_stream_text_chunks_and_usage_merge() -> None:
     assert text == "Hello!"
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
     assert chunks[-1]["choices"] == []
-    # The later events lack promptTokenCount changes; absent values keep the earlier ones.
+    # The last event has no promptTokenCount, so the earlier value is kept.
     assert chunks[-1]["usage"]["prompt_tokens"] == 4
     assert chunks[-1]["usage"]["completion_tokens"] == 5
     assert chunks[-1]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}
