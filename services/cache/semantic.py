@@ -446,11 +446,17 @@ def _structure_reason(cached: _Analysis, new: _Analysis) -> str:
         if cached_relations and new_relations and cached_relations != new_relations:
             return DIRECTION_MISMATCH
 
+    if _relation_moved(cached, new):
+        return DIRECTION_MISMATCH
     if not _clauses_compatible(cached.clauses(), new.clauses()):
         return DIRECTION_MISMATCH
     if not _clauses_compatible(new.clauses(), cached.clauses()):
         return DIRECTION_MISMATCH
     return ACCEPTED
+
+
+# "to" is left out because it also marks infinitives ("a visa to visit Japan").
+_REWORDED_DIRECTIONS = frozenset({"from", "than", "before", "after", "until", "against"})
 
 
 def _reworded_structure_reason(cached: _Analysis, new: _Analysis) -> str:
@@ -459,6 +465,9 @@ def _reworded_structure_reason(cached: _Analysis, new: _Analysis) -> str:
     Rewording moves words and changes plain prepositions ("stains in a carpet", "stains from
     a carpet"), so word order and most relation words are not compared. A word that follows
     "to" on one side and "from" on the other, or "before" against "after", still rejects.
+
+    NOTE: a swap of roles marked only by word order or by "to" ("explain to Alice what Bob
+    did") is not detected when the prompts are also reworded.
     """
     new_relations = new.relations_by_word()
     for word, cached_relations in cached.relations_by_word().items():
@@ -469,7 +478,36 @@ def _reworded_structure_reason(cached: _Analysis, new: _Analysis) -> str:
                 return DIRECTION_MISMATCH
         if ("than" in cached_flat) != ("than" in new_flat) and cached_flat and new_flat:
             return DIRECTION_MISMATCH
+    if _relation_moved(cached, new, _REWORDED_DIRECTIONS):
+        return DIRECTION_MISMATCH
     return ACCEPTED
+
+
+def _relation_moved(
+    cached: _Analysis, new: _Analysis, relations: frozenset[str] | None = None
+) -> bool:
+    """Return True when a relation word leaves one word and lands on another.
+
+    "Convert USD to EUR" against "convert EUR to USD", or "explain to Alice what Bob did"
+    against "explain to Bob what Alice did". ``relations`` limits the check to those words.
+    """
+
+    def flat(analysis: _Analysis) -> dict[str, set[str]]:
+        return {
+            word: {r for relation in relations for r in relation}
+            for word, relations in analysis.relations_by_word().items()
+        }
+
+    cached_relations, new_relations = flat(cached), flat(new)
+    for word, word_relations in cached_relations.items():
+        for relation in word_relations - new_relations.get(word, set()):
+            if relations is not None and relation not in relations:
+                continue
+            for other, other_relations in new_relations.items():
+                if other != word and relation in other_relations - cached_relations.get(other, set()):
+                    return True
+    return False
+
 
 
 _OPPOSITE_RELATIONS = {
@@ -504,7 +542,10 @@ def _clauses_compatible(side: list[_Clause], other: list[_Clause]) -> bool:
             match = overlapping[0]
             match_words = Counter(match.words)
             if match_words == words:
-                if match.words != clause.words and not (match.symmetric and clause.symmetric):
+                # Whole phrases may move: "how do I sort a list in Python" asks "in
+                # Python, how do I sort a list", while "from A to B" keeps its phrases.
+                reordered = match.words != clause.words and match.phrases != clause.phrases
+                if reordered and not (match.symmetric and clause.symmetric):
                     return False
                 continue
             if words < match_words:
@@ -638,14 +679,28 @@ class _Analysis:
     words: frozenset[str]  # every lower-case word, function words included
 
     def clauses(self) -> list[_Clause]:
-        """Return the non-empty clauses in order, each as its sequence of distinct words."""
+        """Return the non-empty clauses in order, each as its sequence of distinct words.
+
+        Each clause also lists its phrases: a phrase starts at a word with relation words
+        before it ("to Rome", "in Python") and runs to the next such word. The words
+        before the first relation word form a phrase too.
+        """
         words_by_clause: dict[int, list[str]] = {}
+        phrases_by_clause: dict[int, list[list[str]]] = {}
         for token in self.tokens:
             words = words_by_clause.setdefault(token.clause, [])
             if token.text not in words:
                 words.append(token.text)
+            phrases = phrases_by_clause.setdefault(token.clause, [])
+            if token.relation or not phrases:
+                phrases.append(["@" + "+".join(token.relation)])
+            phrases[-1].append(token.text)
         return [
-            _Clause(tuple(words), clause in self.symmetric_clauses)
+            _Clause(
+                tuple(words),
+                clause in self.symmetric_clauses,
+                frozenset(tuple(phrase) for phrase in phrases_by_clause[clause]),
+            )
             for clause, words in words_by_clause.items()
         ]
 
@@ -663,6 +718,8 @@ class _Analysis:
 class _Clause:
     words: tuple[str, ...]
     symmetric: bool  # contains "or", "and", "vs" or "between"
+    phrases: frozenset[tuple[str, ...]] = frozenset()  # see _Analysis.clauses
+
 
 
 _CODE_RE = re.compile(r"```.*?```|`[^`\n]+`", re.DOTALL)
@@ -750,6 +807,7 @@ class _Tokenizer:
         self.clause = 0
         self.pending: list[str] = []  # relation words waiting for the next content word
         self.clause_has_content = False
+        self.clause_opens_with_relation = False  # the clause's first word follows "in", "to" ...
 
     def run(self, text: str) -> _Analysis:
         words = self._split(text)
@@ -858,9 +916,12 @@ class _Tokenizer:
             gerund = lexicon is _EN and following[0] == "word" and following[1].endswith("ing")
             if not self.clause_has_content and not gerund:
                 self.questions[lexicon.questions[value]] += 1
-            elif lexicon is _EN and value == "when":
+            elif lexicon is _EN:
                 self._start_clause()
         elif lexicon is _EN and value in _SUBORDINATORS:
+            self._start_clause()
+        elif lexicon is _EN and value in _WH_WORDS and self.clause_opens_with_relation:
+            # "In Python how do I ..." is "In Python, how do I ..." without the comma.
             self._start_clause()
         elif value in lexicon.tenses:
             self.tenses.add(lexicon.tenses[value])
@@ -926,18 +987,24 @@ class _Tokenizer:
         self._flush_pending()
         self.clause += 1
         self.clause_has_content = False
+        self.clause_opens_with_relation = False
 
     def _add_number(self, value: str) -> None:
-        self.clause_has_content = True
+        self._mark_content()
         self.numbers[value] += 1
         self.tokens.append(_Token("#" + value, self.clause, tuple(self.pending), is_number=True))
         self.pending = []
 
     def _add_content(self, key: str, surface: str) -> None:
-        self.clause_has_content = True
+        self._mark_content()
         self.tokens.append(_Token(key, self.clause, tuple(self.pending)))
         self.surface.setdefault(key, surface)
         self.pending = []
+
+    def _mark_content(self) -> None:
+        if not self.clause_has_content:
+            self.clause_opens_with_relation = bool(self.pending)
+        self.clause_has_content = True
 
     def _flush_pending(self) -> None:
         # A particle with no word after it ("turn the heating off") is itself content;
@@ -1334,6 +1401,7 @@ _PARTICLES = _words("up down out off back over forward in on")
 # English conjunctions that open a subordinate clause, which may move as a whole:
 # "What does X mean when booking a flight?" asks "When booking a flight, what is X?".
 _SUBORDINATORS = _words("if because while whenever although though whereas")
+_WH_WORDS = _words("how what which")
 _PERCENT_WORDS = _words("percent percentage prozent procent percento")
 _CAPITALISED_FILLERS = _words("ok okay hi hey lol pls plz thx asap btw fyi imo tl dr")
 

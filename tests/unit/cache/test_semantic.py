@@ -174,6 +174,13 @@ NEAR_MISSES = [
         "negation_mismatch",
     ),
     ("Is a sofa cheaper than a couch?", "Is a couch cheaper than a sofa?", "direction_mismatch"),
+    ("Explain to Alice what Bob did", "Explain to Bob what Alice did", "direction_mismatch"),
+    ("Tell Alice what Bob said", "Tell Bob what Alice said", "direction_mismatch"),
+    (
+        "How do I move files from my phone to my laptop?",
+        "How do I move files to my phone from my computer?",
+        "direction_mismatch",
+    ),
 ]
 
 PARAPHRASES = [
@@ -229,6 +236,8 @@ PARAPHRASES = [
         "If I travel to Iceland in winter, what should I pack?",
     ),
     ("What does 'escrow' mean when buying a house?", "when buying a house what is escrow"),
+    ("How do I reverse a list in Python?", "In Python how do I reverse a list?"),
+    ("How do I get to the airport from downtown?", "From downtown, how do I get to the airport?"),
 ]
 
 
