@@ -12,15 +12,17 @@ same content words in the same roles.
 The comparison ignores letter case, punctuation, word forms (Snowball stemming, except
 for the English past tense), function words, politeness and filler, question frames ("how
 do I", "what are the steps to"), British against American spelling, and reordering that
-keeps every word in its clause and role.
+keeps every word in its clause and role. Whole clauses and phrases such as "in Python" may
+move.
 
 Reworded prompts are served too when every word found on one side only is explained. Such
 a word shares a synonym group with a word of the other side ("delivery" and "shipping"),
 or it is an English light verb, hedge or question-frame noun ("get", "should", "rules").
-The groups and neutral words are listed in ``services.cache.paraphrase_words``. "What causes X" counts
-as "why X", and a prompt that joins several questions serves a prompt that asks one of them.
-Reworded prompts may move words around, so only opposed relation words ("to" against
-"from") are compared for them, not word order.
+The groups and neutral words are listed in ``services.cache.paraphrase_words``. "What
+causes X" counts as "why X", and a prompt that joins several questions serves a prompt
+that asks one of them. Reworded prompts may move words around, so for them only relation
+words are compared, not word order: "to" against "from", or "from" or "than" that moved
+to another word.
 
 The guard prefers a miss to a wrong response. Only listed synonyms count as the same word.
 Embeddings of single words cannot separate synonyms from swaps: all-MiniLM-L6-v2 rates
@@ -504,7 +506,8 @@ def _relation_moved(
             if relations is not None and relation not in relations:
                 continue
             for other, other_relations in new_relations.items():
-                if other != word and relation in other_relations - cached_relations.get(other, set()):
+                gained = other_relations - cached_relations.get(other, set())
+                if other != word and relation in gained:
                     return True
     return False
 
