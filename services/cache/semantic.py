@@ -609,11 +609,12 @@ def _typo_corrections(
 
 
 def _is_typo_of(a: str, b: str) -> bool:
-    """Return True when swapping two adjacent letters or doubling one turns one word into the other.
+    """Return True when swapping two adjacent letters, or adding or dropping one letter after
+    the first, turns one word into the other ("recieve", "acommodation", "enviroment").
 
     Substituted letters do not count, because "sulfate" and "sulfite" or "nitrate" and
     "nitrite" differ by one letter, and a changed first letter makes a different word
-    ("methanol", "ethanol").
+    ("methanol", "ethanol"). A dropped letter counts only in words of 6 or more letters.
     """
     if a == b or abs(len(a) - len(b)) > 1 or a[0] != b[0]:
         return False
@@ -628,7 +629,7 @@ def _is_typo_of(a: str, b: str) -> bool:
     shorter, longer = (a, b) if len(a) < len(b) else (b, a)
     for i in range(1, len(longer)):
         doubled = longer[i] == longer[i - 1]
-        if doubled and longer[:i] + longer[i + 1 :] == shorter:
+        if (doubled or len(longer) >= 6) and longer[:i] + longer[i + 1 :] == shorter:
             return True
     return False
 

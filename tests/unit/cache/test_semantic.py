@@ -356,6 +356,18 @@ def test_one_letter_chemicals_not_typos(cached: str, new: str) -> None:
     assert decision.reason == "entity_mismatch"
 
 
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("How do I set up a Python enviroment?", "How do I set up a Python environment?"),
+        ("How do I contol my anger?", "How do I control my anger?"),
+        ("Where is the goverment office?", "Where is the government office?"),
+    ],
+)
+def test_dropped_letter_typo_accepted(cached: str, new: str) -> None:
+    assert decide(cached, new, HIGH).accept
+
+
 def test_doubled_letter_typo_accepted() -> None:
     decision = decide(
         "Where can I book accommodation in Kyoto?", "Where can I book accomodation in Kyoto?", HIGH
