@@ -384,15 +384,15 @@ def _align_question_frames(cached: _Analysis, new: _Analysis) -> tuple[_Analysis
     """Read "what causes X" as "why X" and "what is the recovery time" as "how long".
 
     A question word present on one side only is matched to a content word of the other
-    side: a cause word that opens a clause ("what led to", "what makes") for "why", and
-    "time" or "duration" anywhere for "how long". The matched word is removed from the content
-    words, and the question word is counted on both sides.
+    side: a cause word that opens a clause ("what led to", "what makes") for "why", or a
+    noun of the same question anywhere ("the number of", "the location of"). The matched
+    word is removed from the content words, and the question word is counted on both sides.
     """
-    for kind, words in (("why", CAUSE_WORDS), ("duration", _DURATION_WORDS)):
+    for kind, words in _QUESTION_NOUNS.items():
         for side, other in ((cached, new), (new, cached)):
             if side.questions[kind] != other.questions[kind] + 1:
                 continue
-            frame = _clause_opening_word(other, words, anywhere=kind == "duration")
+            frame = _clause_opening_word(other, words, anywhere=kind != "why")
             if frame is None:
                 continue
             questions = other.questions.copy()
@@ -429,7 +429,17 @@ def _clause_opening_word(
     return None
 
 
-_DURATION_WORDS = frozenset({"time", "duration"})
+# Question kinds and the content words that ask the same: "how many" and "the number of".
+_QUESTION_NOUNS = {
+    "why": CAUSE_WORDS,
+    "duration": frozenset({"time", "duration", "length"}),
+    "quantity": frozenset({"number", "amount", "quantity", "count", "total"}),
+    "age": frozenset({"age"}),
+    "distance": frozenset({"distance"}),
+    "frequency": frozenset({"frequency"}),
+    "when": frozenset({"date", "day", "year"}),
+    "where": frozenset({"location", "place"}),
+}
 
 
 def _structure_reason(cached: _Analysis, new: _Analysis) -> str:

@@ -227,6 +227,10 @@ PARAPHRASES = [
     ("Why is the sky blue?", "What makes the sky blue?"),
     ("What causes inflation?", "Why does inflation happen?"),
     ("How long does bread dough take to rise?", "What is the rising time for bread dough?"),
+    ("How many people live in Lagos?", "What is the number of people living in Lagos?"),
+    ("When was the Chrysler Building built?", "What year was the Chrysler Building built?"),
+    ("Where is the Prado museum?", "What is the location of the Prado museum?"),
+    ("How old is the Milky Way?", "What is the age of the Milky Way?"),
     # past forms against other forms of the same verb
     ("Can I cancel an order after placing it?", "Can I cancel an order I have already placed?"),
     ("What were the causes of the Great Fire?", "What caused the Great Fire?"),
