@@ -73,7 +73,7 @@ class Env:
         raise ConfigError(f"{self.name(key)}={text!r} is not a boolean: use true or false")
 
     def address(self, key: str, default: str | None = None) -> str:
-        """Return a ``host:port`` value, checking that the port is a number."""
+        """Return a ``host:port`` value or a gRPC target such as ``dns:///host:port``, checking the port."""
         value = self.str(key, default)
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():

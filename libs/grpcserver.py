@@ -233,6 +233,10 @@ SERVER_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
+    # Clients reconnect, and so re-resolve DNS and find new replicas, at least this often.
+    # The grace lets a long LLM stream on the old connection finish.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 600_000),
 )
 
 CLIENT_OPTIONS = (
@@ -240,6 +244,9 @@ CLIENT_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.enable_retries", 1),
+    # With a `dns:///` target naming a headless Service, spread calls over every replica
+    # instead of pinning the channel's one HTTP/2 connection to a single pod.
+    ("grpc.lb_policy_name", "round_robin"),
 )
 
 
