@@ -48,7 +48,7 @@ SYNONYM_GROUPS = (
     "merge combine",
     "split divide",
     "sort arrange",
-    "write compose",
+    "write compose draft",
     "obtain acquire",
     "require requires",
     "try attempt",
@@ -62,7 +62,7 @@ SYNONYM_GROUPS = (
     "practice practise",
     "enroll enrol register",
     "quit resign",
-    "ask inquire enquire",
+    "ask inquire enquire request",
     "restart reboot",
     "uninstall remove",
     "disable deactivate",
@@ -107,8 +107,8 @@ SYNONYM_GROUPS = (
     "directory folder",
     "error issue problem",
     "symptom symptoms signs",
-    "advantage advantages benefit benefits",
-    "disadvantage disadvantages drawback drawbacks downside downsides",
+    "advantage advantages benefit benefits pros",
+    "disadvantage disadvantages drawback drawbacks downside downsides cons",
     "reason reasons cause causes",
     "spare extra",
     "money cash funds",
@@ -338,13 +338,16 @@ NEUTRAL_WORDS = frozenset(
         # degree and time words that leave the request unchanged
         " already anymore still ever even much lot lots bit all whole entire "
         "precisely literally totally completely fully newly recently normally honestly "
+        "roughly approximately overall urgent urgently asap "
         "properly correctly worth worthwhile"
+        # forms of address
+        " guys folks dude bro mate"
         # nouns that frame a question without adding a topic
         " rules rule principle principles basics overview details detail info information "
-        "factors factor considerations consideration options option"
+        "factors factor considerations consideration options option choice choices "
+        "command commands idea ideas recommendation recommendations"
         # "why does X happen" asks "why X"
         " happen happens happened happening occur occurs occurred"
-        " command commands idea ideas recommendation recommendations"
         # "a CSV file" is "a CSV"
         " file files"
         # permission frames: "can I X" asks "am I allowed to X"
