@@ -20,7 +20,7 @@ request the wire format cannot express do not count.
 
 Two trackers implement the same state machine: :class:`InMemoryHealth` for one router
 replica and :class:`RedisHealth`, which keeps the state in Redis so that every replica
-sees the same breakers. The Redis tracker runs each transition as one Lua script, so
+reads the same breakers. The Redis tracker runs each transition as one Lua script, so
 concurrent replicas cannot interleave inside one; it fails open (the deployment counts
 as healthy) while Redis is unreachable. Times come from the caller's wall clock, so
 replicas need clocks synchronised to well under the cooldowns (NTP does that).
@@ -76,7 +76,7 @@ class BreakerSettings:
     half_open_probes: int = 1
     """Requests allowed to try a half-open deployment at the same time."""
     probe_timeout_s: float = 60.0
-    """Seconds after which an unfinished probe no longer holds its slot."""
+    """Seconds after which an unfinished probe gives its slot up."""
 
     def cooldown(self, opens: int) -> float:
         """Return the open period after the breaker opened ``opens`` times in a row."""
@@ -230,13 +230,13 @@ class InMemoryHealth:
         if now - breaker.window_start >= self.settings.window_s:
             breaker.window_start, breaker.window_total, breaker.window_failed = now, 0, 0
 
-    def _open(self, deployment_id: str, breaker: _Breaker, now: float, why: str) -> None:
+    def _open(self, deployment_id: str, breaker: _Breaker, now: float, reason: str) -> None:
         breaker.opens += 1
         cooldown = self.settings.cooldown(breaker.opens)
         breaker.state, breaker.open_until = OPEN, now + cooldown
         breaker.failures, breaker.probes, breaker.probe_until = 0, 0, 0.0
         breaker.window_start, breaker.window_total, breaker.window_failed = now, 0, 0
-        logger.warning("deployment %s breaker opened for %.1f s: %s", deployment_id, cooldown, why)
+        logger.warning("deployment %s breaker opened for %.1f s: %s", deployment_id, cooldown, reason)
 
 
 # One script for every transition, so that the Redis state machine matches the in-process

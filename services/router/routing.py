@@ -145,8 +145,8 @@ class RoutingError(Exception):
 class AllDeploymentsFailedError(RoutingError):
     """No deployment of the group served the request.
 
-    ``last_error`` is None when every deployment was held back by its health tracker and
-    none was tried; ``retry_after_s`` is then the time until the first becomes free again.
+    ``last_error`` is None when the health tracker held every deployment back, so that
+    none was tried. ``retry_after_s`` is then the time until the first is free again.
     """
 
     def __init__(
@@ -479,7 +479,7 @@ class Router:
 
     @property
     def health(self) -> HealthTracker:
-        """The health tracker that holds deployments back."""
+        """The health tracker that decides which deployments a request skips."""
         return self._health
 
     def candidates(

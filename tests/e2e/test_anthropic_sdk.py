@@ -8,6 +8,7 @@ that no test is answered from another test's cache entry.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -210,12 +211,17 @@ def test_unknown_model_is_not_found(client: anthropic.Anthropic) -> None:
 
 
 def test_rate_limited_deployment_is_rate_limit_error(gateway: Any, client: anthropic.Anthropic) -> None:
-    # claude-3-5-haiku has one deployment; a long Retry-After rules out a retry round.
-    gateway.simulator.script("anthropic", [{"status": 429, "retry_after": 0.5}])
-    with pytest.raises(anthropic.RateLimitError) as caught:
-        client.messages.create(
-            model="claude-3-5-haiku", max_tokens=10, messages=[{"role": "user", "content": f"limit {marker()}"}]
-        )
+    # claude-3-5-haiku has one deployment. A Retry-After longer than the first backoff
+    # (at most 0.25 s) rules out a retry round.
+    gateway.simulator.script("anthropic", [{"status": 429, "retry_after": 0.3}])
+    try:
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            client.messages.create(
+                model="claude-3-5-haiku", max_tokens=10, messages=[{"role": "user", "content": f"limit {marker()}"}]
+            )
+    finally:
+        # Later tests use the deployment, so its cooldown must be over.
+        time.sleep(0.3)
     assert caught.value.status_code == 429
     assert caught.value.body["type"] == "error"
     assert caught.value.body["error"]["type"] == "rate_limit_error"

@@ -186,10 +186,10 @@ async def send_events(
     return response
 
 
-def _record_end(request: web.Request, how: str, events_sent: int) -> None:
+def _record_end(request: web.Request, outcome: str, events_sent: int) -> None:
     entry = request.get(LOG_ENTRY)
     if entry is not None:
-        entry.update(stream_end=how, ended_at=time.time(), events_sent=events_sent)
+        entry.update(stream_end=outcome, ended_at=time.time(), events_sent=events_sent)
 
 
 async def _write_events(

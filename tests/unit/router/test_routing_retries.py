@@ -26,7 +26,7 @@ def unavailable() -> ProviderError:
 
 
 class Stall:
-    """An outcome that waits this many seconds before answering."""
+    """An outcome that waits this many seconds before it continues."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
