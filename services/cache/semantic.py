@@ -247,7 +247,16 @@ def _word_difference_reason(
         return LANGUAGE_MISMATCH
     if surface & _UNIT_WORDS:
         return NUMBER_MISMATCH
-    if surface & _NEGATIVE_VERBS or any(_is_negated_form(a, b) for a in surface for b in surface):
+    # "safe" against "unsafe" flips the request, but "advantages and disadvantages" on one
+    # side only does not.
+    cached_surface = {cached.surface.get(w, w) for w in only_cached}
+    new_surface = {new.surface.get(w, w) for w in only_new}
+    negated = any(
+        _is_negated_form(a, b) or _is_negated_form(b, a)
+        for a in cached_surface
+        for b in new_surface
+    )
+    if surface & _NEGATIVE_VERBS or negated:
         return NEGATION_MISMATCH
     if not (only_cached and only_new):
         return ADDED_CONTENT if only_new else MISSING_CONTENT

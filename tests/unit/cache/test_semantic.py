@@ -220,6 +220,10 @@ PARAPHRASES = [
         "Can I update the delivery address of my order?",
     ),
     ("Is it hard to learn Japanese?", "Is it difficult to learn Japanese?"),
+    (
+        "What are the pros and cons of heat pumps?",
+        "What are the advantages and disadvantages of heat pumps?",
+    ),
     ("Is it worth buying a used car?", "Should I buy a used car?"),
     ("How do I read a CSV file in pandas?", "How do I load a CSV in pandas?"),
     ("How can an adult learn to ride a bike?", "How can a grownup learn to ride a bicycle?"),
