@@ -85,7 +85,7 @@ def select_half(pairs: Sequence[Pair], half: str) -> list[Pair]:
     for pair in pairs:
         match = re.search(r"(\d+)$", pair.id)
         if match is None:
-            raise SystemExit(f"pair id {pair.id!r} does not end in a number; --half needs one")
+            raise SystemExit(f"invalid pair id {pair.id!r}: --half needs ids that end in a number")
         if (int(match.group(1)) % 2 == 1) == (half == "odd"):
             selected.append(pair)
     return selected
