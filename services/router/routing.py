@@ -634,7 +634,9 @@ class Router:
         run.attempts.append(Attempt(deployment.id, error.status, error.code, latency_ms))
         run.last_error = error
         metrics.PROVIDER_ATTEMPTS.labels(deployment.id, deployment.provider, error.code).inc()
-        await self._health.record_failure(deployment.id, error, latency_ms)
+        if not isinstance(error, _DeadlineError):
+            # A caller's short deadline would otherwise open the breaker of a healthy deployment.
+            await self._health.record_failure(deployment.id, error, latency_ms)
         if not error.retryable:
             error.attempts = tuple(run.attempts)
             raise error
@@ -698,8 +700,12 @@ def _matching(request: Mapping[str, Any], group: ModelGroup, preferences: RouteP
     return deployments
 
 
+class _DeadlineError(ProviderError):
+    """The request's own deadline cut an attempt short, which says little about the deployment."""
+
+
 def _deadline_error(deployment: Deployment) -> ProviderError:
-    return ProviderError(
+    return _DeadlineError(
         f"deployment {deployment.id} timed out: the request's deadline passed",
         code=CODE_TIMEOUT,
         retryable=True,

@@ -200,6 +200,16 @@ async def test_caller_deadline_shortens_policy() -> None:
     assert time.perf_counter() - started < 0.4
 
 
+async def test_deadline_does_not_count_against_breaker() -> None:
+    health = InMemoryHealth(BreakerSettings(failure_threshold=1))
+    router, adapter, group, sleeps = make_router(
+        {"primary": [Stall(5.0)]}, RetryPolicy(deadline_s=0.05), names=("primary",), health=health
+    )
+    with pytest.raises(AllDeploymentsFailedError):
+        await router.complete(REQUEST, group)
+    assert await health.state("m/primary") == "closed"
+
+
 async def test_stream_deadline_before_content() -> None:
     router, adapter, group, sleeps = make_router(
         {"primary": [[Stall(5.0), HELLO]], "backup": [[HELLO, DONE]]}, RetryPolicy(deadline_s=0.2)
