@@ -234,3 +234,40 @@ async def test_lowest_cost_picks_cheaper(simulator: SimulatorProcess) -> None:
 
     assert result.deployment.id == f"chat/{cheap}"
     assert simulator.requests(dear) == []
+
+
+async def test_anthropic_error_event_before_content_fails_over(simulator: SimulatorProcess) -> None:
+    primary, backup = names("primary", "backup")
+    entries = [
+        {
+            "name": primary,
+            "provider": "anthropic",
+            "upstream_model": "claude-3-5-haiku-20241022",
+            "base_url": f"{simulator.base_url}/{primary}",
+            "api_key_env": "SIMULATOR_API_KEY",
+            "price": PRICE,
+            "priority": 0,
+        },
+        {
+            "name": backup,
+            "provider": "openai",
+            "upstream_model": "gpt-4o-mini",
+            "base_url": f"{simulator.base_url}/{backup}/v1",
+            "api_key_env": "SIMULATOR_API_KEY",
+            "price": PRICE,
+            "priority": 1,
+        },
+    ]
+    catalog = Catalog.from_mapping({"models": [{"name": "chat", "deployments": entries}]})
+    router = Router(catalog)
+    # Event 0 is message_start, which carries no content.
+    simulator.script(primary, [{"error_after_chunks": 1}])
+
+    stream = await router.stream(chat(stream=True), catalog.get("chat"))
+    chunks = [chunk async for chunk in stream]
+
+    assert [(a.deployment_id, a.code) for a in stream.attempts] == [
+        (f"chat/{primary}", "UPSTREAM_STREAM_INTERRUPTED"),
+        (f"chat/{backup}", "OK"),
+    ]
+    assert text_of(chunks) == "Simulated answer to: Hi"
