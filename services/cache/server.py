@@ -24,7 +24,7 @@ async def build(config: CacheConfig) -> ServiceSpec:
     embeddings = None
     if config.database_url:
         semantic = await SemanticStore.open(config.database_url, ttl_s=config.ttl_s)
-        embeddings = EmbeddingCache(Embedder.load())
+        embeddings = EmbeddingCache(Embedder.load(threads=config.embedding_threads))
     else:
         logger.warning("CACHE_DATABASE_URL is not set; the semantic cache is off")
     servicer = CacheServicer(exact, semantic, embeddings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -65,6 +66,41 @@ class EmbeddingCache:
         return vector
 
 
+class LiveScopes:
+    """Semantic scopes (tenant, model, context hash) seen with entries a moment ago.
+
+    A lookup embeds its prompt only when its scope has entries: a scope remembered here
+    goes straight to the search, any other is probed first. Being remembered only ever
+    costs an embedding whose search finds nothing, so a stale scope gives no wrong answer.
+    """
+
+    def __init__(self, ttl_s: float = 60.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._expiry: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+
+    def __contains__(self, scope: tuple[str, str, str]) -> bool:
+        expires_at = self._expiry.get(scope)
+        if expires_at is None:
+            return False
+        if expires_at <= time.monotonic():
+            del self._expiry[scope]
+            return False
+        return True
+
+    def add(self, scope: tuple[str, str, str]) -> None:
+        """Remember ``scope`` as having entries for ``ttl_s`` seconds."""
+        self._expiry[scope] = time.monotonic() + self.ttl_s
+        self._expiry.move_to_end(scope)
+        if len(self._expiry) > self.max_entries:
+            self._expiry.popitem(last=False)
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop every remembered scope of ``tenant``."""
+        for scope in [scope for scope in self._expiry if scope[0] == tenant]:
+            del self._expiry[scope]
+
+
 class CacheServicer(pb_grpc.CacheServiceServicer):
     """Lookup, Store, Invalidate and GetStats over the exact and semantic stores."""
 
@@ -72,6 +108,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         self.exact = exact
         self.semantic = semantic
         self.embeddings = embeddings
+        self.live_scopes = LiveScopes()
         self.stats = {"exact_hits": 0, "semantic_hits": 0, "misses": 0, "semantic_rejections": 0}
 
     async def Lookup(  # noqa: N802 - name fixed by the proto
@@ -100,10 +137,17 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
 
         scope = semantic_scope(chat_request) if request.allow_semantic else None
         if scope is not None and self.semantic is not None and self.embeddings is not None:
+            model = str(chat_request.get("model", ""))
+            key = (request.tenant, model, scope.context_hash)
+            # Embedding the prompt takes milliseconds of CPU; a probe of the scope index
+            # takes a fraction of one, and an empty scope cannot return a hit.
+            if key not in self.live_scopes:
+                if not await self.semantic.has_live_entries(*key):
+                    self._count("misses", "miss")
+                    return pb.LookupResponse(result=pb.LOOKUP_RESULT_MISS)
+                self.live_scopes.add(key)
             embedding = await self.embeddings.embed(scope.prompt_text)
-            candidates = await self.semantic.search(
-                request.tenant, str(chat_request.get("model", "")), scope.context_hash, embedding
-            )
+            candidates = await self.semantic.search(request.tenant, model, scope.context_hash, embedding)
             for candidate in candidates:
                 decision = decide(candidate.cached_prompt, scope.prompt_text, candidate.similarity)
                 if decision.accept:
@@ -133,14 +177,11 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             if scope is None or self.semantic is None or self.embeddings is None:
                 return pb.StoreResponse(semantic_stored=False)
             embedding = await self.embeddings.embed(scope.prompt_text)
+            model = str(chat_request.get("model", ""))
             await self.semantic.add(
-                request.tenant,
-                str(chat_request.get("model", "")),
-                scope.context_hash,
-                scope.prompt_text,
-                embedding,
-                request.response_json,
+                request.tenant, model, scope.context_hash, scope.prompt_text, embedding, request.response_json
             )
+            self.live_scopes.add((request.tenant, model, scope.context_hash))
         except CacheUnavailableError as exc:
             logger.warning(
                 "cache backend unavailable; answer not stored",
@@ -155,6 +196,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         """Remove every entry of the tenant from both caches."""
         _require_tenant(request.tenant)
         deleted = await self.exact.delete_tenant(request.tenant)
+        self.live_scopes.forget_tenant(request.tenant)
         if self.semantic is not None:
             deleted += await self.semantic.delete_tenant(request.tenant)
         logger.info("tenant cache invalidated", extra={"tenant": request.tenant, "deleted": deleted})

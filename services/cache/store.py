@@ -383,6 +383,25 @@ class SemanticStore:
             for id_, prompt, response, distance in rows
         ]
 
+    async def has_live_entries(self, tenant: str, model: str, context_hash: str) -> bool:
+        """Return whether this tenant, model and context has at least one unexpired entry.
+
+        One probe of the scope index. A lookup that gets False can skip embedding its
+        prompt, because ``search`` would return nothing.
+        """
+        query = """
+            SELECT EXISTS (
+                SELECT 1 FROM semantic_cache_entries
+                WHERE tenant = %s AND model = %s AND context_hash = %s AND expires_at > now()
+            )
+        """
+        try:
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(query, (tenant, model, context_hash))).fetchone()
+        except (PoolTimeout, psycopg.Error, OSError) as exc:
+            raise CacheUnavailableError("semantic cache scope check failed", backend="postgres") from exc
+        return bool(row and row[0])
+
     async def add(
         self,
         tenant: str,

@@ -227,3 +227,19 @@ async def test_real_prompts_end_to_end(pg_database: str, embedder: Embedder) -> 
         assert near_miss_hit.similarity < paraphrase_hit.similarity
     finally:
         await store.close()
+
+
+async def test_has_live_entries_per_scope(pg_database: str) -> None:
+    rng = np.random.default_rng(11)
+    store = await SemanticStore.open(pg_database, ttl_s=600)
+    try:
+        assert await store.has_live_entries("live-acme", "m", "ctx") is False
+
+        await store.add("live-acme", "m", "ctx", "a prompt", random_unit(rng), b"answer")
+
+        assert await store.has_live_entries("live-acme", "m", "ctx") is True
+        assert await store.has_live_entries("live-acme", "m", "other-ctx") is False
+        assert await store.has_live_entries("live-acme", "other-model", "ctx") is False
+        assert await store.has_live_entries("live-globex", "m", "ctx") is False
+    finally:
+        await store.close()
