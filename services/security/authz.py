@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import grpc
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 RESOURCE_KIND = "model"
 INVOKE_ACTION = "invoke"
+# Bound of the decision cache: one entry per key and model in use.
+_MAX_CACHED_DECISIONS = 10_000
 
 # Codes that mean the PDP is down, overloaded or too slow, as opposed to a bad request.
 _UNAVAILABLE_CODES = frozenset({
@@ -52,24 +56,32 @@ def _string_list(values: tuple[str, ...]) -> struct_pb2.Value:
 class ModelAuthorizer:
     """Checks ``invoke`` on resources of kind ``model`` against a Cerbos PDP."""
 
-    def __init__(self, client: AsyncCerbosClient, grpc_address: str, timeout_s: float) -> None:
+    def __init__(
+        self, client: AsyncCerbosClient, grpc_address: str, timeout_s: float, decision_ttl_s: float = 0.0
+    ) -> None:
         """Use ``client`` with a deadline of ``timeout_s`` per check; see :meth:`connect`."""
         self._client = client
         self.grpc_address = grpc_address
         self._timeout_s = timeout_s
+        self._decision_ttl_s = decision_ttl_s
+        self._decisions: OrderedDict[tuple[object, ...], tuple[bool, float]] = OrderedDict()
 
     @classmethod
-    async def connect(cls, grpc_address: str, timeout_s: float = 1.0) -> ModelAuthorizer:
+    async def connect(
+        cls, grpc_address: str, timeout_s: float = 1.0, decision_ttl_s: float = 0.0
+    ) -> ModelAuthorizer:
         """Create a client for the PDP's gRPC listener at ``grpc_address`` (``host:port``).
 
         Every check has a deadline of ``timeout_s`` seconds. The PDP is probed once. When
         it does not respond yet, a warning is logged and checks fail until it does.
+        ``decision_ttl_s`` > 0 reuses a decision for the same key, roles, model list, model
+        and attributes for that many seconds, so a policy change takes up to that long.
         """
         # NOTE: the client's own timeout_secs stays unset. With cerbos 0.16 and grpcio 1.85,
         # a value of 1 s or less made every check against Cerbos 0.55 fail at once with
         # DEADLINE_EXCEEDED, so asyncio.timeout bounds each call instead.
         client = AsyncCerbosClient(grpc_address, tls_verify=False)
-        authorizer = cls(client, grpc_address, timeout_s)
+        authorizer = cls(client, grpc_address, timeout_s, decision_ttl_s)
         try:
             async with asyncio.timeout(timeout_s):
                 info = await client.server_info()
@@ -104,6 +116,27 @@ class ModelAuthorizer:
             # Cerbos requires at least one role, and a key without roles may do nothing.
             return False
 
+        # The key holds everything the PDP receives, so equal keys get equal decisions.
+        cache_key = (
+            principal.key_id,
+            principal.tenant,
+            tuple(principal.roles),
+            tuple(principal.allowed_models),
+            model,
+            tuple(sorted(model_attributes.items())),
+        )
+        cached = self._decisions.get(cache_key)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        allowed = await self._check(principal, model, model_attributes)
+        if self._decision_ttl_s > 0:
+            self._decisions[cache_key] = (allowed, time.monotonic() + self._decision_ttl_s)
+            self._decisions.move_to_end(cache_key)
+            if len(self._decisions) > _MAX_CACHED_DECISIONS:
+                self._decisions.popitem(last=False)
+        return allowed
+
+    async def _check(self, principal: Principal, model: str, model_attributes: Mapping[str, str]) -> bool:
         attributes = {key: _string(value) for key, value in model_attributes.items()}
         attributes["name"] = _string(model)
         resource = engine_pb2.Resource(id=model, kind=RESOURCE_KIND, attr=attributes)

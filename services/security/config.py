@@ -22,6 +22,10 @@ class SecurityConfig:
     key_cache_ttl_s: float
     """Seconds a verified or rejected key is remembered (``SECURITY_KEY_CACHE_TTL_S``);
     a revocation takes effect within this time."""
+    policy_cache_ttl_s: float
+    """Seconds a Cerbos decision is reused for the same key, model and attributes
+    (``SECURITY_POLICY_CACHE_TTL_S``, default 5; 0 asks the PDP every time). A policy
+    change takes effect within this time."""
     drain_s: float
     """Seconds between NOT_SERVING and stop on SIGTERM (``SECURITY_DRAIN_S``)."""
     log_level: str
@@ -38,6 +42,7 @@ class SecurityConfig:
             database_url=env.str("DATABASE_URL"),
             cerbos_address=env.address("CERBOS_ADDR", "127.0.0.1:3593"),
             key_cache_ttl_s=env.float("KEY_CACHE_TTL_S", 30.0),
+            policy_cache_ttl_s=env.float("POLICY_CACHE_TTL_S", 5.0),
             drain_s=env.float("DRAIN_S", 5.0),
             log_level=env.str("LOG_LEVEL", "INFO"),
         )

@@ -24,7 +24,7 @@ async def build(config: SecurityConfig) -> ServiceSpec:
     """Open the stores and clients and return the server spec."""
     keys = await ApiKeyStore.open(config.database_url, cache_ttl_s=config.key_cache_ttl_s)
     audit = await AuditLog.open(config.database_url)
-    authorizer = await ModelAuthorizer.connect(config.cerbos_address)
+    authorizer = await ModelAuthorizer.connect(config.cerbos_address, decision_ttl_s=config.policy_cache_ttl_s)
     screening = SecurityServicer(keys, authorizer, PiiRedactor(), InjectionDetector(), audit)
     edge = AuthorizationServicer(keys)
 
