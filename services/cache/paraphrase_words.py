@@ -331,13 +331,12 @@ OTHER_SYNONYM_GROUPS = {
 NEUTRAL_WORDS = frozenset(
     (
         # light verbs: the object carries the meaning ("get a visa", "put it into drop D")
-        "get gets got getting gotten put puts take takes taking took goes going come comes "
-        "coming become"
+        "get gets got getting gotten put puts take takes taking took"
         # modals and hedges
         " should might must may shall ought likely probably perhaps maybe"
         # degree and time words that leave the request unchanged
-        " already anymore still ever even much lot lots bit all whole entire "
-        "precisely literally totally completely fully newly recently normally honestly "
+        " already anymore ever much lot lots bit all whole entire "
+        "precisely literally totally completely fully normally honestly "
         "roughly approximately overall urgent urgently asap "
         "properly correctly worth worthwhile"
         # forms of address
@@ -350,8 +349,8 @@ NEUTRAL_WORDS = frozenset(
         " happen happens happened happening occur occurs occurred"
         # "a CSV file" is "a CSV"
         " file files"
-        # permission frames: "can I X" asks "am I allowed to X"
-        " required necessary mandatory allowed permitted"
+        # "is a visa required" asks "do I need a visa"
+        " required necessary mandatory"
     ).split()
 )
 """Words that may appear on one side only: they frame or hedge a request without changing it."""

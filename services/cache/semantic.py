@@ -228,9 +228,19 @@ def _answers_part_of(cached_prompt: str, cached: _Analysis, new: _Analysis) -> b
     new_words = {t.text for t in new.tokens}
     if not new_words or new_words - {t.text for t in cached.tokens}:
         return False
+    # Words left out must come from the other questions, not from a statement that sets the
+    # context: "I have a cat. Is chocolate toxic?" does not serve "Is chocolate toxic?".
+    for sentence in _SENTENCE_END_RE.split(cached_prompt.strip()):
+        if sentence.endswith(("?", "？")):
+            continue
+        statement = _analyse(sentence, cached.language)
+        if {t.text for t in statement.tokens} - new_words:
+            return False
     return _reworded_structure_reason(cached, new) == ACCEPTED
 
 
+# The space after the end of a sentence; ".tar.gz" and "3.5" do not end one.
+_SENTENCE_END_RE = re.compile(r"(?<=[.?!。？！])\s+")
 _SEVERAL_QUESTIONS_RE = re.compile(
     r"\band (?:how|what|why|which|who|whom|when|where|whether)\b|\?.*\S.*\?",
     re.IGNORECASE | re.DOTALL,

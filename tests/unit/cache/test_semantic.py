@@ -176,6 +176,13 @@ NEAR_MISSES = [
     ("Is a sofa cheaper than a couch?", "Is a couch cheaper than a sofa?", "direction_mismatch"),
     ("Explain to Alice what Bob did", "Explain to Bob what Alice did", "direction_mismatch"),
     ("Tell Alice what Bob said", "Tell Bob what Alice said", "direction_mismatch"),
+    ("Print even numbers from 1 to 10", "Print numbers from 1 to 10", "missing_content"),
+    ("Is a helmet required when cycling?", "Is a helmet allowed when cycling?", "entity_mismatch"),
+    (
+        "I have a cat. Is chocolate toxic? What about grapes?",
+        "Is chocolate toxic?",
+        "missing_content",
+    ),
     (
         "How do I move files from my phone to my laptop?",
         "How do I move files to my phone from my computer?",
@@ -393,6 +400,7 @@ def test_doubled_letter_typo_accepted() -> None:
             "How do I zip a folder on a Mac, and how do I unzip it?",
             "How do I unzip a folder on a Mac?",
         ),
+        ("I have a cat. Is chocolate toxic? What about grapes?", "I have a cat. Is chocolate toxic?"),
     ],
 )
 def test_joined_questions_serve_one_part(cached: str, new: str) -> None:
