@@ -400,7 +400,10 @@ def test_doubled_letter_typo_accepted() -> None:
             "How do I zip a folder on a Mac, and how do I unzip it?",
             "How do I unzip a folder on a Mac?",
         ),
-        ("I have a cat. Is chocolate toxic? What about grapes?", "I have a cat. Is chocolate toxic?"),
+        (
+            "I have a cat. Is chocolate toxic? What about grapes?",
+            "I have a cat. Is chocolate toxic?",
+        ),
     ],
 )
 def test_joined_questions_serve_one_part(cached: str, new: str) -> None:
