@@ -339,8 +339,8 @@ NEUTRAL_WORDS = frozenset(
         "precisely literally totally completely fully normally honestly "
         "roughly approximately overall urgent urgently asap "
         "properly correctly worth worthwhile"
-        # forms of address
-        " guys folks dude bro mate"
+        # forms of address, and request frames: "I'm looking for", "help me understand"
+        " guys folks dude bro mate looking trying understand"
         # nouns that frame a question without adding a topic
         " rules rule principle principles basics overview details detail info information "
         "factors factor considerations consideration options option choice choices "

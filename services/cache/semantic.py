@@ -1244,6 +1244,7 @@ _EN = _Lexicon(
             ("would you", "filler", ""),
             ("can you", "filler", ""),
             ("i was wondering", "filler", ""),
+            ("walk me through", "filler", ""),
             ("is there", "filler", ""),
             ("as well", "filler", ""),
             ("which one", "filler", ""),

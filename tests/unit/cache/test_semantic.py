@@ -218,6 +218,8 @@ PARAPHRASES = [
     ("What is the 1st amendment?", "What is the first amendment?"),
     ("¿Cuál es la capital de Perú?", "cuál es la capital de perú"),
     # synonyms, light verbs and question frames
+    ("I'm looking for a good laptop for coding", "Recommend a good laptop for coding"),
+    ("Walk me through setting up SSH keys", "How do I set up SSH keys?"),
     (
         "What's the way to get rid of mold in a bathroom?",
         "How do I remove mold from a bathroom?",
