@@ -540,7 +540,6 @@ def _relation_moved(
     return False
 
 
-
 _OPPOSITE_RELATIONS = {
     "to": "from",
     "from": "to",
@@ -944,7 +943,8 @@ class _Tokenizer:
             self._add_content("%", value)
         elif value in lexicon.questions:
             following = words[index + 1] if index + 1 < len(words) else ("", "")
-            # "when I buy" and "when booking" are conjunctions, "When did" is a question.
+            # "when I buy" and "when booking" are conjunctions, "When did" is a question. In
+            # English, a conjunction opens a clause that may move as a whole.
             gerund = lexicon is _EN and following[0] == "word" and following[1].endswith("ing")
             if not self.clause_has_content and not gerund:
                 self.questions[lexicon.questions[value]] += 1
