@@ -31,6 +31,9 @@ SEMANTIC_QUERY = "What are the steps to reset my password?"
 
 CONNECTIONS = 32
 WRK_THREADS = 2
+WARM_UP_S = 2.0
+# Bound of the sequential phase; a target slower than this gets fewer requests than asked.
+MAX_SEQUENTIAL_S = 150.0
 
 
 @dataclass
@@ -163,23 +166,24 @@ def measure(target: Target, workload_name: str, mode: str, prompt: str, settings
     tree = lambda: procs.process_tree(target.pids())  # noqa: E731
     with procs.RssSampler(target.pids) as sampler:
         _progress(f"{row.name}: warm-up")
-        run_wrk(
+        warm_up = run_wrk(
             Workload(target.url, target.headers, MODEL, mode, prompt, run_id + 1),
             connections=1,
             threads=1,
-            duration_s=10,
-            limit=100,
+            duration_s=WARM_UP_S,
         )
 
-        _progress(f"{row.name}: {settings.sequential_requests} sequential requests")
+        # wrk runs for its whole -d even after every thread stopped at the request limit,
+        # so the duration comes from the warm-up's rate, with a margin.
+        rate = max(warm_up["requests"], 1) / WARM_UP_S
+        duration_s = min(MAX_SEQUENTIAL_S, max(2.0, 1.3 * settings.sequential_requests / rate))
+        _progress(f"{row.name}: {settings.sequential_requests} sequential requests (at most {duration_s:.0f} s)")
         sequential = run_wrk(
-            workload,
-            connections=1,
-            threads=1,
-            duration_s=max(60, settings.seconds * 6),
-            limit=settings.sequential_requests,
+            workload, connections=1, threads=1, duration_s=duration_s, limit=settings.sequential_requests
         )
         row.sequential = _latency_ms(sequential)
+        # The run's length includes wrk's wait after the limit, so no rate for this phase.
+        del row.sequential["rps"], row.sequential["duration_s"]
 
         _progress(f"{row.name}: {CONNECTIONS} connections for {settings.seconds:g} s")
         before = procs.cpu_seconds(tree())

@@ -8,6 +8,7 @@ of the run used, stops a thread after a request count when one is given, counts 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -167,7 +168,8 @@ def run_wrk(
 ) -> dict[str, object]:
     """Run wrk once and return its result: requests, duration, errors, latency (µs), cache counts.
 
-    ``duration_s`` bounds the run; ``limit`` > 0 also ends each thread after that many responses.
+    ``duration_s`` is the length of the run. ``limit`` > 0 makes each thread stop sending after
+    that many responses, but wrk still waits out ``duration_s`` before it reports.
     """
     binary = shutil.which("wrk")
     if binary is None:
@@ -182,7 +184,7 @@ def run_wrk(
                 binary,
                 f"-t{threads}",
                 f"-c{connections}",
-                f"-d{max(1, round(duration_s))}s",
+                f"-d{max(1, math.ceil(duration_s))}s",
                 "--timeout",
                 "10s",
                 "-s",
