@@ -4,6 +4,7 @@ with API key administration."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -54,8 +55,16 @@ def _key_from_headers(headers: dict[str, str]) -> str | None:
     return None
 
 
-def _denied(message: str, code: str) -> authz_pb.CheckResponse:
+# Paths of the Anthropic-compatible surface, whose clients expect Anthropic's error shape.
+ANTHROPIC_PATH_PREFIX = "/v1/messages"
+
+
+def _denied(message: str, code: str, path: str) -> authz_pb.CheckResponse:
     error = AuthenticationError(message, reason=code.upper(), openai_code=code)
+    if path.split("?", 1)[0].startswith(ANTHROPIC_PATH_PREFIX):
+        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": message}})
+    else:
+        body = error.openai_body().decode("ascii")
     return authz_pb.CheckResponse(
         status=status_pb2.Status(code=code_pb2.UNAUTHENTICATED, message=message),
         denied_response=authz_pb.DeniedHttpResponse(
@@ -70,7 +79,7 @@ def _denied(message: str, code: str) -> authz_pb.CheckResponse:
                     append_action=core_pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                 ),
             ],
-            body=error.openai_body().decode("ascii"),
+            body=body,
         ),
     )
 
@@ -84,12 +93,16 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
     async def Check(  # noqa: N802 - name fixed by Envoy's API
         self, request: authz_pb.CheckRequest, context: grpc.aio.ServicerContext
     ) -> authz_pb.CheckResponse:
-        """Allow a request with a valid key, deny any other with 401 in OpenAI's shape."""
+        """Allow a request with a valid key; deny any other with 401 in OpenAI's error shape,
+        or Anthropic's on the `/v1/messages` surface."""
         headers = dict(request.attributes.request.http.headers)
+        path = request.attributes.request.http.path
         presented = _key_from_headers(headers)
         if presented is None:
             metrics.AUTH_DECISIONS.labels("missing_key").inc()
-            return _denied("missing API key: send it as `Authorization: Bearer <key>`", "missing_api_key")
+            return _denied(
+                "missing API key: send it as `Authorization: Bearer <key>` or `x-api-key`", "missing_api_key", path
+            )
 
         principal = await self.keys.verify(presented)
         if principal is None:
@@ -97,6 +110,7 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
             return _denied(
                 "invalid API key: check the key, or create one with `python -m services.security.keys_cli create`",
                 "invalid_api_key",
+                path,
             )
 
         metrics.AUTH_DECISIONS.labels("allowed").inc()

@@ -250,3 +250,17 @@ def test_pinned_provider_through_metadata(client: anthropic.Anthropic) -> None:
         metadata={"user_id": "user-7", "aigw_deployment": "gpt-4o-mini/backup"},  # type: ignore[typeddict-unknown-key]
     )
     assert response.headers["x-aigw-deployment"] == "gpt-4o-mini/backup"
+
+
+def test_bad_key_gets_anthropic_error_shape(gateway: Any) -> None:
+    root = gateway.base_url.removesuffix("/v1")
+    bad = anthropic.Anthropic(base_url=root, api_key="sk-aigw-nothere0-" + "y" * 32, max_retries=0, timeout=30)
+
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        bad.messages.create(model="claude-3-5-haiku", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+    assert caught.value.status_code == 401
+    body = caught.value.response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "authentication_error"
+    assert "invalid API key" in body["error"]["message"]
