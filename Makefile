@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/libs/gen
 .PHONY: help install run test test-fast test-clients lint protos check
 
 help: ## List the targets with what they do
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: ## Create .venv and install the project, its extras and Cerbos (idempotent)
 	@bash tools/install.sh
@@ -17,7 +17,9 @@ install: ## Create .venv and install the project, its extras and Cerbos (idempot
 run: install ## Start the whole gateway on 127.0.0.1 and print the OpenAI exports; Ctrl-C stops it
 	@$(PYTHON) -m tools.stack run
 
-test: install ## Run the whole test suite (unit, integration, e2e)
+test: install ## Run the whole test suite (unit, integration, e2e, Go/Kotlin/Node clients)
+	@bash tools/ensure_redis.sh
+	@bash tools/install_clients.sh
 	$(PYTHON) -m pytest -q
 
 test-fast: install ## Run the unit tests only (no servers started)
@@ -39,4 +41,4 @@ bench: install ## Benchmark against LiteLLM and Portkey (BENCH_SECONDS=5 for a s
 
 check: lint ## Lint, fail on stale generated stubs, then run the whole test suite
 	$(PYTHON) -m tools.protos check
-	$(PYTHON) -m pytest -q
+	@$(MAKE) --no-print-directory test
