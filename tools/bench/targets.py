@@ -210,8 +210,10 @@ class Gateway(Target):
             environ=env,
         )
         self.url = f"{self.stack.base_url}/chat/completions"
+        self._version = ""
 
     def start(self) -> None:
+        self._version = self._read_version()
         self.stack.start()
         self.headers = {"Authorization": f"Bearer {self.stack.api_key}"}
 
@@ -226,6 +228,12 @@ class Gateway(Target):
         return pids
 
     def version(self) -> str:
+        # Read once: commits that land while the benchmark runs do not change what runs.
+        if not self._version:
+            self._version = self._read_version()
+        return self._version
+
+    def _read_version(self) -> str:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
