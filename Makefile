@@ -39,6 +39,7 @@ protos: install ## Lint the protos and regenerate the Python stubs and the descr
 bench: install ## Benchmark against LiteLLM and Portkey (BENCH_SECONDS=5 for a short run); see docs/benchmarks.md
 	$(PYTHON) -m tools.bench
 
-check: lint ## Lint, fail on stale generated stubs, then run the whole test suite
+check: lint ## Lint, fail on stale stubs or a breaking contract change, then run the whole test suite
 	$(PYTHON) -m tools.protos check
+	$(PYTHON) -m tools.protos breaking
 	@$(MAKE) --no-print-directory test

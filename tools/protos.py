@@ -5,6 +5,9 @@ Usage: ``python -m tools.protos [generate|check|descriptor]``
 - ``generate`` (default): buf lint, then write the Python stubs to libs/gen/.
 - ``check``: buf lint, then fail when the committed stubs differ from freshly generated ones.
 - ``descriptor``: write the descriptor set Envoy's gRPC-JSON transcoder reads.
+- ``breaking``: fail when the contracts break wire or JSON compatibility with the
+  released contract in protos/released/image.json (``buf breaking``, WIRE_JSON).
+- ``release``: record the current contracts as the released contract.
 
 Everything runs offline: buf resolves ``google/api`` imports from copies taken from the
 installed googleapis-common-protos wheel, and grpc_tools bundles protoc.
@@ -26,6 +29,10 @@ THIRD_PARTY = PROTOS / "third_party"
 GEN = ROOT / "libs" / "gen"
 DESCRIPTOR = ROOT / ".build" / "aigateway.binpb"
 GOOGLE_API_FILES = ("annotations.proto", "http.proto", "httpbody.proto")
+# The contract clients were given. A change that breaks it needs a new package version
+# (aigateway.<area>.v2) served beside the old one, not an edit of v1.
+RELEASED_IMAGE = PROTOS / "released" / "image.json"
+BREAKING_CONFIG = '{"version": "v2", "breaking": {"use": ["WIRE_JSON"]}}'
 
 
 def sync_third_party() -> None:
@@ -59,6 +66,32 @@ def build_descriptor(path: Path = DESCRIPTOR) -> Path:
         [_buf(), "build", "--as-file-descriptor-set", "-o", str(path)], cwd=PROTOS, check=True
     )
     return path
+
+
+def breaking() -> int:
+    """Return buf breaking's exit code against the released contract (0 when compatible)."""
+    if not RELEASED_IMAGE.exists():
+        print(f"no released contract at {RELEASED_IMAGE}: run `python -m tools.protos release`", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as scratch:
+        # Both sides as single images: the workspace has a second module (third_party)
+        # that buf would otherwise compare as an image of its own.
+        current = Path(scratch) / "current.json"
+        subprocess.run([_buf(), "build", "--exclude-source-info", "-o", str(current)], cwd=PROTOS, check=True)
+        return subprocess.run(
+            [_buf(), "breaking", str(current), "--against", str(RELEASED_IMAGE), "--config", BREAKING_CONFIG],
+            cwd=PROTOS, check=False,
+        ).returncode
+
+
+def release() -> Path:
+    """Write the current contracts (without source info, to keep the file small) as released."""
+    RELEASED_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [_buf(), "build", "--exclude-source-info", "-o", str(RELEASED_IMAGE.relative_to(PROTOS))],
+        cwd=PROTOS, check=True,
+    )
+    return RELEASED_IMAGE
 
 
 def generate(out_dir: Path) -> None:
@@ -111,16 +144,23 @@ def _differences(fresh: Path, committed: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", nargs="?", default="generate", choices=["generate", "check", "descriptor"])
+    parser.add_argument(
+        "action", nargs="?", default="generate", choices=["generate", "check", "descriptor", "breaking", "release"]
+    )
     args = parser.parse_args()
 
     sync_third_party()
     if args.action == "descriptor":
         print(build_descriptor())
         return 0
+    if args.action == "release":
+        print(release())
+        return 0
     lint()
     if args.action == "check":
         return check()
+    if args.action == "breaking":
+        return breaking()
     shutil.rmtree(GEN / "aigateway", ignore_errors=True)
     generate(GEN)
     build_descriptor()
