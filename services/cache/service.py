@@ -109,8 +109,8 @@ class LiveScopes:
     """Semantic scopes (tenant, model, context hash) seen with entries a moment ago.
 
     A lookup embeds its prompt only when its scope has entries: a scope remembered here
-    goes straight to the search, any other is probed first. Being remembered only ever
-    costs an embedding whose search finds nothing, so a stale scope gives no wrong answer.
+    goes straight to the search, any other is probed first. A stale entry here only costs
+    an embedding whose search finds nothing, so it never causes a wrong hit.
     """
 
     def __init__(self, ttl_s: float = 60.0, max_entries: int = 10_000) -> None:
@@ -215,12 +215,15 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             scope = semantic_scope(chat_request)
             if scope is None or self.semantic is None or self.embeddings is None:
                 return pb.StoreResponse(semantic_stored=False)
-            embedding = await self.embeddings.embed(scope.prompt_text)
             model = str(chat_request.get("model", ""))
+            # Marked before the embedding and insert: a lookup that arrives meanwhile then
+            # embeds and searches, so the row can land in time, rather than probing an
+            # empty scope.
+            self.live_scopes.add((request.tenant, model, scope.context_hash))
+            embedding = await self.embeddings.embed(scope.prompt_text)
             await self.semantic.add(
                 request.tenant, model, scope.context_hash, scope.prompt_text, embedding, request.response_json
             )
-            self.live_scopes.add((request.tenant, model, scope.context_hash))
         except CacheUnavailableError as exc:
             logger.warning(
                 "cache backend unavailable; answer not stored",
