@@ -116,7 +116,7 @@ class ModelAuthorizer:
             # Cerbos requires at least one role, and a key without roles may do nothing.
             return False
 
-        # The key holds everything the PDP receives, so equal keys get equal decisions.
+        # The key contains everything the PDP receives, so equal keys get equal decisions.
         cache_key = (
             principal.key_id,
             principal.tenant,

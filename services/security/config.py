@@ -24,7 +24,7 @@ class SecurityConfig:
     a revocation takes effect within this time."""
     policy_cache_ttl_s: float
     """Seconds a Cerbos decision is reused for the same key, model and attributes
-    (``SECURITY_POLICY_CACHE_TTL_S``, default 5; 0 asks the PDP every time). A policy
+    (``SECURITY_POLICY_CACHE_TTL_S``, default 5; 0 sends every check to the PDP). A policy
     change takes effect within this time."""
     drain_s: float
     """Seconds between NOT_SERVING and stop on SIGTERM (``SECURITY_DRAIN_S``)."""

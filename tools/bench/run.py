@@ -114,7 +114,7 @@ def _post(target: Target, prompt: str) -> tuple[int, str]:
 def _prime(target: Target, stored: str, query: str, expected: str) -> str | None:
     """Store ``stored`` through the gateway, then wait until ``query`` is served as ``expected``.
 
-    Returns None when it is, else a note saying what the gateway answered.
+    Returns None when it is, else a note with the status and cache header the gateway returned.
     """
     status, cache = _post(target, stored)
     if status != 200:

@@ -1,6 +1,6 @@
 """The systems under test, each started on 127.0.0.1 in front of the benchmark's simulator.
 
-Each target starts its processes, says which process ids are its own (for CPU and
+Each target starts its processes, lists the process ids that are its own (for CPU and
 memory), and describes the requests it takes: URL, headers and model name.
 """
 
@@ -22,7 +22,7 @@ from tools.stack import HOST, Ports, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / ".bench"
-"""Where the harness installs the peers (gitignored)."""
+"""Directory the harness installs the peers into (gitignored)."""
 
 LITELLM_VERSION = "1.106.12"
 """litellm[proxy] release under test. Newer releases need wheels (litellm-proxy) that
@@ -36,7 +36,7 @@ READY_TIMEOUT_S = 120.0
 
 
 class TargetError(RuntimeError):
-    """A target could not be installed or started; the message says why."""
+    """A target could not be installed or started. The message gives the reason."""
 
 
 def free_port() -> int:
@@ -61,7 +61,7 @@ def wait_http(url: str, headers: Mapping[str, str], process: subprocess.Popen[by
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
-    raise TargetError(f"{url} did not answer within {READY_TIMEOUT_S:g} s; log tail:\n{_tail(log)}")
+    raise TargetError(f"{url} did not respond within {READY_TIMEOUT_S:g} s; log tail:\n{_tail(log)}")
 
 
 def _tail(log: Path, lines: int = 20) -> str:
@@ -319,8 +319,8 @@ class LiteLLM(Target):
         return f"litellm[proxy] {LITELLM_VERSION}, one worker, no database"
 
 
-# Node's http.Server.listen() binds every interface when no host is given, which is how the
-# Portkey server calls it; this preload binds such listeners to 127.0.0.1 instead.
+# Node's http.Server.listen() binds every interface when no host is given, and the Portkey
+# server gives none. This preload binds such listeners to 127.0.0.1 instead.
 _LOOPBACK_PRELOAD = """\
 const net = require("net");
 const listen = net.Server.prototype.listen;

@@ -1,8 +1,8 @@
 """Run Debian's ``wrk`` with a generated Lua script that POSTs chat completion bodies.
 
-The script builds each body in Lua, so every request can carry a prompt no other request
-of the run used, stops a thread after a request count when one is given, counts the
-``x-aigw-cache`` response header, and prints its results as one JSON line from ``done``.
+The script builds each body in Lua, so every request can carry a prompt of its own. It
+stops a thread after a request count when one is given, counts the ``x-aigw-cache``
+response header, and prints its results as one JSON line from ``done``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class WrkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Workload:
-    """What one wrk run sends."""
+    """Requests of one wrk run."""
 
     url: str
     """Full URL of the chat completions endpoint."""
