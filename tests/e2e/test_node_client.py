@@ -8,12 +8,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import google.rpc.status_pb2
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 NODE_DIR = Path(__file__).parent / "node"
 ROOT = Path(__file__).resolve().parents[2]
+# The googleapis-common-protos wheel ships google/rpc/*.proto beside its modules.
+GOOGLEAPIS_ROOT = Path(google.rpc.status_pb2.__file__).resolve().parents[2]
 
 # gRPC status codes, as numbers on the wire.
 UNAUTHENTICATED = 16
@@ -34,6 +37,7 @@ def node_result(gateway: Any) -> dict[str, Any]:
             gateway.api_key,
             str(ROOT / "protos"),
             str(ROOT / "protos" / "third_party"),
+            str(GOOGLEAPIS_ROOT),
         ],
         cwd=NODE_DIR,
         capture_output=True,
@@ -70,5 +74,10 @@ def test_bad_key_is_unauthenticated(node_result: dict[str, Any]) -> None:
 
 
 def test_unknown_model_is_not_found(node_result: dict[str, Any]) -> None:
-    assert node_result["unknown_model"]["code"] == NOT_FOUND
-    assert "no-such-model" in node_result["unknown_model"]["details"]
+    unknown = node_result["unknown_model"]
+
+    assert unknown["code"] == NOT_FOUND
+    assert "no-such-model" in unknown["details"]
+    assert unknown["error_info"]["reason"] == "MODEL_NOT_FOUND"
+    assert unknown["error_info"]["domain"] == "aigateway.dev"
+    assert unknown["error_info"]["metadata"] == {"model": "no-such-model"}

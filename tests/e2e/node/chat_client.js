@@ -1,14 +1,37 @@
 // A Node client of the gateway's typed chat API (aigateway.chat.v1.ChatService),
 // called through the Envoy edge. Usage:
-//   node chat_client.js ADDRESS API_KEY PROTO_ROOT THIRD_PARTY_ROOT
-// Prints one JSON object with what each call returned, for the test to check.
+//   node chat_client.js ADDRESS API_KEY PROTO_ROOT THIRD_PARTY_ROOT GOOGLEAPIS_ROOT
+// GOOGLEAPIS_ROOT holds google/rpc/status.proto and error_details.proto, to decode the
+// rich error details. Prints one JSON object with what each call returned.
 "use strict";
 
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 const path = require("path");
+const protobuf = require("protobufjs");
 
-const [address, apiKey, protoRoot, thirdPartyRoot] = process.argv.slice(2);
+const [address, apiKey, protoRoot, thirdPartyRoot, googleapisRoot] = process.argv.slice(2);
+
+// google.rpc.Status and its ErrorInfo detail, for reading grpc-status-details-bin.
+const errorTypes = new protobuf.Root();
+errorTypes.resolvePath = (origin, target) => path.join(googleapisRoot, target);
+errorTypes.loadSync(["google/rpc/status.proto", "google/rpc/error_details.proto"], { keepCase: true });
+const Status = errorTypes.lookupType("google.rpc.Status");
+const ErrorInfo = errorTypes.lookupType("google.rpc.ErrorInfo");
+
+function errorInfo(err) {
+  const details = err.metadata ? err.metadata.get("grpc-status-details-bin") : [];
+  if (details.length === 0) {
+    return null;
+  }
+  const status = Status.decode(details[0]);
+  const packed = status.details.find((any) => any.type_url.endsWith("/google.rpc.ErrorInfo"));
+  if (!packed) {
+    return null;
+  }
+  const info = ErrorInfo.decode(packed.value);
+  return { reason: info.reason, domain: info.domain, metadata: info.metadata };
+}
 
 const definition = protoLoader.loadSync(
   path.join(protoRoot, "aigateway/chat/v1/chat_service.proto"),
@@ -36,7 +59,7 @@ function unary(key, model, text) {
   return new Promise((resolve) => {
     client.CreateChatCompletion({ params: params(model, text) }, metadata(key), deadline(), (err, response) => {
       if (err) {
-        resolve({ code: err.code, details: err.details });
+        resolve({ code: err.code, details: err.details, error_info: errorInfo(err) });
       } else {
         resolve({ code: 0, content: response.completion.choices[0].message.content,
                   finish_reason: response.completion.choices[0].finish_reason,
