@@ -212,7 +212,8 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
 
         try:
             await self.exact.set(exact_key(request.tenant, chat_request), request.response_json)
-            scope = semantic_scope(chat_request)
+            allow_semantic = request.allow_semantic if request.HasField("allow_semantic") else True
+            scope = semantic_scope(chat_request) if allow_semantic else None
             if scope is None or self.semantic is None or self.embeddings is None:
                 return pb.StoreResponse(semantic_stored=False)
             model = str(chat_request.get("model", ""))

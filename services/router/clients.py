@@ -144,11 +144,13 @@ class CacheClient:
             return CacheAnswer(response.response_json, "semantic", response.similarity)
         return None
 
-    async def store(self, tenant: str, request_json: bytes, response_json: bytes) -> None:
+    async def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
         """Store a complete answer; failures are logged, never raised."""
         try:
             await self.stub.Store(
-                cache_pb.StoreRequest(tenant=tenant, request_json=request_json, response_json=response_json),
+                cache_pb.StoreRequest(
+                    tenant=tenant, request_json=request_json, response_json=response_json, allow_semantic=allow_semantic
+                ),
                 timeout=self.timeout_s * 5,
                 metadata=_request_metadata(),
             )

@@ -338,7 +338,11 @@ class Pipeline:
         metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
         self.settle(context, prepared.group.name, routed.deployment, usage, cost, "ok", stream=False)
         if self.cache is not None and prepared.cache_kind != "bypass" and _complete_answer(body):
-            self._spawn(self.cache.store(context.principal.tenant, prepared.request_json, orjson.dumps(body)))
+            self._spawn(
+                self.cache.store(
+                    context.principal.tenant, prepared.request_json, orjson.dumps(body), self.semantic_cache
+                )
+            )
         return body, outcome
 
     async def stream(self, prepared: Prepared, include_usage: bool) -> StreamRun:
@@ -499,7 +503,12 @@ class StreamRun:
                 _restore_completion(body, prepared.placeholders)
             if _complete_answer(body):
                 self.pipeline._spawn(
-                    cache.store(prepared.context.principal.tenant, prepared.request_json, orjson.dumps(body))
+                    cache.store(
+                        prepared.context.principal.tenant,
+                        prepared.request_json,
+                        orjson.dumps(body),
+                        self.pipeline.semantic_cache,
+                    )
                 )
 
 

@@ -37,14 +37,16 @@ class LookupResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[LookupResult, str]] = ..., response_json: _Optional[bytes] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
-    __slots__ = ("tenant", "request_json", "response_json")
+    __slots__ = ("tenant", "request_json", "response_json", "allow_semantic")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     request_json: bytes
     response_json: bytes
-    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., response_json: _Optional[bytes] = ...) -> None: ...
+    allow_semantic: bool
+    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., response_json: _Optional[bytes] = ..., allow_semantic: _Optional[bool] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("semantic_stored",)
