@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--targets",
-        default="simulator,gateway,litellm,portkey",
-        help="comma-separated targets to run (default: all four)",
+        default="simulator,gateway,gateway-semantic-off,litellm,portkey",
+        help=(
+            "comma-separated targets to run (default: all five); gateway-semantic-off is a "
+            "second gateway with ROUTER_SEMANTIC_CACHE=false"
+        ),
     )
     args = parser.parse_args(argv)
     if args.seconds < 1:

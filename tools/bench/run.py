@@ -48,7 +48,7 @@ class Settings:
     """Sequential streamed requests for time to first token."""
     answer_bytes: int = 1000
     """Size the simulator pads each answer to."""
-    targets: tuple[str, ...] = ("simulator", "gateway", "litellm", "portkey")
+    targets: tuple[str, ...] = ("simulator", "gateway", "gateway-semantic-off", "litellm", "portkey")
 
 
 @dataclass
@@ -154,11 +154,24 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(target: Target, workload_name: str, mode: str, prompt: str, settings: Settings, run_id: int) -> Row:
-    """Warm up, then run the sequential, concurrent and streaming phases against ``target``."""
+def measure(
+    target: Target,
+    workload_name: str,
+    mode: str,
+    prompt: str,
+    settings: Settings,
+    run_id: int,
+    variant: str = "",
+) -> Row:
+    """Warm up, then run the sequential, concurrent and streaming phases against ``target``.
+
+    The row is named after the target, then ``workload_name``, then ``variant`` (a setting
+    of the target that differs from its default), each part in the same dashed form.
+    """
+    parts = [part for part in (workload_name, variant) if part]
     row = Row(
-        name=target.name if workload_name == "" else f"{target.name}-{workload_name}",
-        label=target.label if workload_name == "" else f"{target.label}, {workload_name.replace('-', ' ')}",
+        name="-".join([target.name, *parts]),
+        label=", ".join([target.label, *(part.replace("-", " ") for part in parts)]),
         version=target.version(),
         workload=mode,
     )
@@ -254,7 +267,9 @@ def run(settings: Settings, run_dir: Path) -> dict[str, Any]:
         if "simulator" in settings.targets:
             rows.append(measure(simulator, "", UNIQUE, UNIQUE_PROMPT, settings, run_id))
         if "gateway" in settings.targets:
-            gateway = Gateway(run_dir, simulator)
+            # Set explicitly, so a ROUTER_SEMANTIC_CACHE=false in the caller's environment
+            # cannot turn these rows into semantic-cache-off rows.
+            gateway = Gateway(run_dir, simulator, environ={**os.environ, "ROUTER_SEMANTIC_CACHE": "true"})
             _progress("starting the gateway (tools.stack)")
             gateway.start()
             try:
@@ -267,6 +282,32 @@ def run(settings: Settings, run_dir: Path) -> dict[str, Any]:
                 rows.append(measure(gateway, "semantic-cache-hit", SPACED, SEMANTIC_QUERY, settings, run_id))
                 if note:
                     rows[-1].notes.append(note)
+            finally:
+                gateway.stop()
+        if "gateway-semantic-off" in settings.targets:
+            # A second stack whose router neither looks up nor stores in the semantic cache,
+            # so no prompt is embedded. Every other stage of the pipeline stays on.
+            gateway = Gateway(
+                run_dir,
+                simulator,
+                environ={**os.environ, "ROUTER_SEMANTIC_CACHE": "false"},
+                data_dir_name="gateway-semantic-off",
+            )
+            _progress("starting the gateway with ROUTER_SEMANTIC_CACHE=false (tools.stack)")
+            gateway.start()
+            try:
+                # Run ids that differ from the first stack's, so no prompt repeats one it answered.
+                rows.append(
+                    measure(
+                        gateway,
+                        "no-cache-hit",
+                        UNIQUE,
+                        UNIQUE_PROMPT,
+                        settings,
+                        run_id + 10,
+                        variant="semantic-cache-off",
+                    )
+                )
             finally:
                 gateway.stop()
         for factory in (LiteLLM, Portkey):

@@ -195,9 +195,21 @@ class Gateway(Target):
     name = "gateway"
     label = "this gateway"
 
-    def __init__(self, run_dir: Path, simulator: Simulator, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        simulator: Simulator,
+        environ: Mapping[str, str] | None = None,
+        data_dir_name: str = "gateway",
+    ) -> None:
+        """Prepare a stack with its own ports and data directory ``run_dir/data_dir_name``.
+
+        ``environ`` is the environment of every process of the stack (default: this process's).
+        Two stacks of one run need different ``data_dir_name`` values, because each runs its own
+        PostgreSQL in that directory.
+        """
         self.run_dir = run_dir
-        data_dir = run_dir / "gateway"
+        data_dir = run_dir / data_dir_name
         data_dir.mkdir(parents=True, exist_ok=True)
         catalog = data_dir / "catalog.yaml"
         catalog.write_text(CATALOG.format(model=MODEL, simulator=simulator.root_url))
