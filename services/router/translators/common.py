@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import orjson
-
-from services.router.translators.openai_anthropic import TranslationError
 
 __all__ = [
     "ChunkBuilder",
     "TranslationError",
+    "UserPart",
+    "append_turn",
     "completion",
     "count",
     "max_output_tokens",
@@ -29,9 +29,68 @@ __all__ = [
     "text_of",
     "tool_call_arguments",
     "tool_names_by_id",
+    "user_parts",
 ]
 
 _DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
+
+
+class TranslationError(ValueError):
+    """The OpenAI request uses something the target wire format cannot express."""
+
+
+class UserPart(NamedTuple):
+    """One part of an OpenAI user message's content list, as ``user_parts`` yields it."""
+
+    where: str
+    """Field path for error messages, such as ``messages[2].content[0]``."""
+    kind: Any
+    """The part's ``type``, or None when the part is not an object."""
+    value: Any
+    """The text of a ``text`` part, the URL of an ``image_url`` part, else None."""
+    part: Any
+    """The part as the request gave it."""
+
+
+def user_parts(content: Any, where: str, *, check_text: bool = True) -> Iterator[UserPart]:
+    """Yield the parts of a list ``content`` of the message at ``where``.
+
+    Raises TranslationError when ``content`` is not a list, when an ``image_url`` part
+    has no URL string and, with ``check_text``, when a ``text`` part's text is not a
+    string. Without ``check_text`` a text part's value is its ``text`` field as given.
+    Parts of other types are yielded unchecked for the caller to convert or reject.
+    """
+    if not isinstance(content, list):
+        raise TranslationError(f"{where}.content must be a string or a list")
+    for index, part in enumerate(content):
+        spot = f"{where}.content[{index}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        value = None
+        if kind == "text":
+            value = part.get("text")
+            if check_text and not isinstance(value, str):
+                raise TranslationError(f"{spot}.text must be a string")
+        elif kind == "image_url":
+            image = part.get("image_url")
+            value = image.get("url") if isinstance(image, Mapping) else image
+            if not isinstance(value, str) or not value:
+                raise TranslationError(f"{spot}.image_url.url must be a string")
+        yield UserPart(spot, kind, value, part)
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, items: list[Any], *, key: str = "content") -> None:
+    """Add ``items`` to the last turn when it has ``role``, else start a new turn.
+
+    Anthropic, Bedrock and Gemini expect user and model turns to alternate, so
+    consecutive messages of one role share a turn. ``key`` names the turn's list field
+    (``content``, or ``parts`` for Gemini). Empty ``items`` add nothing.
+    """
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: list(items)})
 
 
 def text_of(content: Any, where: str) -> str:

@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from services.router.translators.common import TranslationError, append_turn, user_parts
+
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "AnthropicStreamTranslator",
@@ -85,10 +87,6 @@ _DROPPED_FIELDS = (
 )
 
 
-class TranslationError(ValueError):
-    """The OpenAI request uses something the Anthropic Messages API cannot express."""
-
-
 def to_anthropic_request(
     request: Mapping[str, Any], *, model: str, default_max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> dict[str, Any]:
@@ -109,11 +107,11 @@ def to_anthropic_request(
         if role in ("system", "developer"):
             system.extend(_text_blocks(message.get("content"), position))
         elif role == "user":
-            _append_turn(turns, "user", _user_blocks(message.get("content"), position))
+            append_turn(turns, "user", _user_blocks(message.get("content"), position))
         elif role == "assistant":
             blocks = _assistant_blocks(message, position)
             known_tool_ids.update(block["id"] for block in blocks if block["type"] == "tool_use")
-            _append_turn(turns, "assistant", blocks)
+            append_turn(turns, "assistant", blocks)
         elif role == "tool":
             block = _tool_result_block(message, position)
             if block["tool_use_id"] not in known_tool_ids:
@@ -121,7 +119,7 @@ def to_anthropic_request(
                     f"messages[{position}].tool_call_id {message.get('tool_call_id')!r} "
                     "matches no earlier assistant tool call"
                 )
-            _append_turn(turns, "user", [block])
+            append_turn(turns, "user", [block])
         else:
             raise TranslationError(f"messages[{position}].role {role!r} is not supported")
 
@@ -198,32 +196,22 @@ def _text_blocks(content: Any, position: int) -> list[dict[str, Any]]:
 def _user_blocks(content: Any, position: int) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return _text_blocks(content, position)
-    if not isinstance(content, list):
-        raise TranslationError(f"messages[{position}].content must be a string or a list")
 
     blocks: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        where = f"messages[{position}].content[{index}]"
-        if not isinstance(part, Mapping):
+    for part in user_parts(content, f"messages[{position}]"):
+        where = part.where
+        if not isinstance(part.part, Mapping):
             raise TranslationError(f"{where} must be an object")
-        kind = part.get("type")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise TranslationError(f"{where}.text must be a string")
-            if text:
-                blocks.append({"type": "text", "text": text})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            if not isinstance(url, str) or not url:
-                raise TranslationError(f"{where}.image_url.url must be a string")
-            blocks.append(_image_block(url, where))
-        elif kind == "file":
-            blocks.append(_document_block(part.get("file"), where))
+        if part.kind == "text":
+            if part.value:
+                blocks.append({"type": "text", "text": part.value})
+        elif part.kind == "image_url":
+            blocks.append(_image_block(part.value, where))
+        elif part.kind == "file":
+            blocks.append(_document_block(part.part.get("file"), where))
         else:
             raise TranslationError(
-                f"{where}.type {kind!r} is not supported by Anthropic deployments"
+                f"{where}.type {part.kind!r} is not supported by Anthropic deployments"
             )
     return blocks
 
@@ -319,15 +307,6 @@ def _tool_id(call_id: str) -> str:
     # Anthropic accepts only [A-Za-z0-9_-] in tool ids; the same mapping is applied to
     # calls and results, so their ids still match.
     return _TOOL_ID_INVALID.sub("_", call_id)
-
-
-def _append_turn(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": list(blocks)})
 
 
 def _compact_turn(turn: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import orjson
 from services.router.translators.common import (
     ChunkBuilder,
     TranslationError,
+    append_turn,
     completion,
     count,
     max_output_tokens,
@@ -53,6 +54,7 @@ from services.router.translators.common import (
     stop_sequences,
     text_of,
     tool_call_arguments,
+    user_parts,
 )
 
 __all__ = [
@@ -118,18 +120,18 @@ def to_converse_request(request: Mapping[str, Any]) -> dict[str, Any]:
             if text:
                 system.append({"text": text})
         elif role == "user":
-            _append(turns, "user", _user_blocks(message.get("content"), where))
+            append_turn(turns, "user", _user_blocks(message.get("content"), where))
         elif role == "assistant":
             blocks = _assistant_blocks(message, where)
             known_ids.update(block["toolUse"]["toolUseId"] for block in blocks if "toolUse" in block)
-            _append(turns, "assistant", blocks)
+            append_turn(turns, "assistant", blocks)
         elif role == "tool":
             block = _tool_result(message, where)
             if block["toolResult"]["toolUseId"] not in known_ids:
                 raise TranslationError(
                     f"{where}.tool_call_id {message.get('tool_call_id')!r} matches no earlier assistant tool call"
                 )
-            _append(turns, "user", [block])
+            append_turn(turns, "user", [block])
         else:
             raise TranslationError(f"{where}.role {role!r} is not supported")
     if not turns:
@@ -156,40 +158,21 @@ def to_converse_request(request: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
-    else:
-        turns.append({"role": role, "content": list(blocks)})
-
-
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise TranslationError(f"{where}.content must be a string or a list")
 
     blocks: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        spot = f"{where}.content[{index}]"
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise TranslationError(f"{spot}.text must be a string")
-            if part["text"]:
-                blocks.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            if not isinstance(url, str) or not url:
-                raise TranslationError(f"{spot}.image_url.url must be a string")
-            blocks.append(_image_block(url, spot))
-        elif kind == "file":
-            blocks.append(_document_block(part.get("file"), spot, len(blocks)))
+    for part in user_parts(content, where):
+        if part.kind == "text":
+            if part.value:
+                blocks.append({"text": part.value})
+        elif part.kind == "image_url":
+            blocks.append(_image_block(part.value, part.where))
+        elif part.kind == "file":
+            blocks.append(_document_block(part.part.get("file"), part.where, len(blocks)))
         else:
-            raise TranslationError(f"{spot}.type {kind!r} is not supported by Bedrock deployments")
+            raise TranslationError(f"{part.where}.type {part.kind!r} is not supported by Bedrock deployments")
     return blocks
 
 

@@ -46,6 +46,7 @@ from services.router.translators.common import (
     text_of,
     tool_call_arguments,
     tool_names_by_id,
+    user_parts,
 )
 
 __all__ = [
@@ -137,24 +138,19 @@ def _message(message: Any, position: int, known_ids: set[str]) -> dict[str, Any]
 def _user_content(content: Any, where: str) -> Any:
     if content is None or isinstance(content, str):
         return content or ""
-    if not isinstance(content, list):
-        raise TranslationError(f"{where}.content must be a string or a list")
     parts: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind == "text":
-            parts.append({"type": "text", "text": part.get("text") or ""})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            if not isinstance(url, str) or not url:
-                raise TranslationError(f"{where}.content[{index}].image_url.url must be a string")
-            entry: dict[str, Any] = {"url": url}
+    # Text is sent as given, without a type check, and a missing text as "".
+    for part in user_parts(content, where, check_text=False):
+        if part.kind == "text":
+            parts.append({"type": "text", "text": part.value or ""})
+        elif part.kind == "image_url":
+            image = part.part.get("image_url")
+            entry: dict[str, Any] = {"url": part.value}
             if isinstance(image, Mapping) and image.get("detail"):
                 entry["detail"] = image["detail"]
             parts.append({"type": "image_url", "image_url": entry})
         else:
-            raise TranslationError(f"{where}.content[{index}].type {kind!r} is not supported by Cohere deployments")
+            raise TranslationError(f"{part.where}.type {part.kind!r} is not supported by Cohere deployments")
     return parts
 
 

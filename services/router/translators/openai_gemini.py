@@ -55,6 +55,7 @@ import orjson
 from services.router.translators.common import (
     ChunkBuilder,
     TranslationError,
+    append_turn,
     completion,
     count,
     max_output_tokens,
@@ -64,6 +65,7 @@ from services.router.translators.common import (
     text_of,
     tool_call_arguments,
     tool_names_by_id,
+    user_parts,
 )
 
 __all__ = [
@@ -146,11 +148,11 @@ def to_gemini_request(request: Mapping[str, Any]) -> dict[str, Any]:
             if text:
                 system.append({"text": text})
         elif role == "user":
-            _append(contents, "user", _user_parts(message.get("content"), where))
+            append_turn(contents, "user", _user_parts(message.get("content"), where), key="parts")
         elif role == "assistant":
-            _append(contents, "model", _model_parts(message, where))
+            append_turn(contents, "model", _model_parts(message, where), key="parts")
         elif role == "tool":
-            _append(contents, "user", [_function_response(message, names, where)])
+            append_turn(contents, "user", [_function_response(message, names, where)], key="parts")
         else:
             raise TranslationError(f"{where}.role {role!r} is not supported")
     if not contents:
@@ -166,45 +168,27 @@ def to_gemini_request(request: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": list(parts)})
-
-
 def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise TranslationError(f"{where}.content must be a string or a list")
 
     parts: list[dict[str, Any]] = []
-    for index, part in enumerate(content):
-        spot = f"{where}.content[{index}]"
-        kind = part.get("type") if isinstance(part, Mapping) else None
+    for part in user_parts(content, where):
+        spot, kind = part.where, part.kind
         if kind == "text":
-            if not isinstance(part.get("text"), str):
-                raise TranslationError(f"{spot}.text must be a string")
-            if part["text"]:
-                parts.append({"text": part["text"]})
+            if part.value:
+                parts.append({"text": part.value})
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, Mapping) else image
-            if not isinstance(url, str) or not url:
-                raise TranslationError(f"{spot}.image_url.url must be a string")
-            parts.append(_media_part(url, spot, default_type="image/jpeg"))
+            parts.append(_media_part(part.value, spot, default_type="image/jpeg"))
         elif kind == "input_audio":
-            audio = part.get("input_audio")
+            audio = part.part.get("input_audio")
             data = audio.get("data") if isinstance(audio, Mapping) else None
             audio_format = audio.get("format") if isinstance(audio, Mapping) else None
             if not isinstance(data, str) or audio_format not in _AUDIO_TYPES:
                 raise TranslationError(f"{spot}.input_audio needs data and a wav or mp3 format")
             parts.append({"inlineData": {"mimeType": _AUDIO_TYPES[audio_format], "data": data}})
         elif kind == "file":
-            file = part.get("file")
+            file = part.part.get("file")
             data_url = file.get("file_data") if isinstance(file, Mapping) else None
             if not isinstance(data_url, str) or not data_url.startswith("data:"):
                 raise TranslationError(f"{spot}: only files given inline as a data URL are supported")
