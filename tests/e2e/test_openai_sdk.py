@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from typing import Any
 
@@ -375,3 +376,28 @@ def test_budget_is_enforced_before_the_provider(gateway: Any) -> None:
     assert caught.value.status_code == 429
     assert caught.value.code == "budget_exceeded"
     assert marker not in json.dumps(gateway.simulator.requests())
+
+
+def test_stream_cost_arrives_as_trailer(gateway: Any) -> None:
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": f"cost {_marker()}"}]}
+    ).encode()
+    host, port = gateway.envoy_address.rsplit(":", 1)
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {gateway.api_key}\r\n"
+        f"Content-Type: application/json\r\nTE: trailers\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request)
+        raw = b""
+        while chunk := connection.recv(65536):
+            raw += chunk
+
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    # The last chunk (size 0) is followed by the trailer fields.
+    trailers = rest.rpartition(b"\r\n0\r\n")[2].decode().lower()
+    cost_lines = [line for line in trailers.splitlines() if line.startswith("x-aigw-cost-usd:")]
+    assert len(cost_lines) == 1
+    assert float(cost_lines[0].split(":", 1)[1]) > 0
