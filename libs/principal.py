@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-# Metadata keys set by Envoy from the ext_authz answer. Envoy strips any a client sends.
+# Metadata keys that Envoy sets from the ext_authz response. Envoy strips any a client sends.
 TENANT_HEADER = "x-aigw-tenant"
 KEY_ID_HEADER = "x-aigw-key-id"
 ROLES_HEADER = "x-aigw-roles"
@@ -16,7 +16,7 @@ PRINCIPAL_HEADERS = (TENANT_HEADER, KEY_ID_HEADER, ROLES_HEADER, ALLOWED_MODELS_
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the tenant, the API key (or token subject) and what it may do."""
+    """The caller: its tenant, its API key (or token subject) and what it may do."""
 
     tenant: str
     """Tenant id; every cache entry, ledger row and limit is scoped to it."""

@@ -1,6 +1,6 @@
 """Lint the contracts, build Envoy's descriptor set and generate the Python stubs.
 
-Usage: ``python -m tools.protos [generate|check|descriptor]``
+Usage: ``python -m tools.protos [generate|check|descriptor|breaking|release]``
 
 - ``generate`` (default): buf lint, then write the Python stubs to libs/gen/.
 - ``check``: buf lint, then fail when the committed stubs differ from freshly generated ones.

@@ -162,7 +162,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         except CacheUnavailableError as exc:
             # A store that is down makes a miss, not a failed request.
             logger.warning(
-                "cache backend unavailable; answering miss",
+                "cache backend unavailable; returning a miss",
                 extra={"reason": exc.reason, "backend": exc.metadata.get("backend")},
             )
             self._count("misses", "miss")
@@ -205,7 +205,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
     async def Store(  # noqa: N802 - name fixed by the proto
         self, request: pb.StoreRequest, context: grpc.aio.ServicerContext
     ) -> pb.StoreResponse:
-        """Store a complete answer in the exact cache, and in the semantic cache when eligible."""
+        """Store a complete response in the exact cache, and in the semantic cache when eligible."""
         _require_tenant(request.tenant)
         chat_request = _json_object(request.request_json, "request_json")
         _json_object(request.response_json, "response_json")
@@ -227,7 +227,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             )
         except CacheUnavailableError as exc:
             logger.warning(
-                "cache backend unavailable; answer not stored",
+                "cache backend unavailable; response not stored",
                 extra={"reason": exc.reason, "backend": exc.metadata.get("backend")},
             )
             raise

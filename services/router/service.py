@@ -84,7 +84,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     async def CreateOpenAIChatCompletion(  # noqa: N802 - name fixed by the proto
         self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """Answer `POST /v1/chat/completions` with one JSON body or an SSE stream."""
+        """Serve `POST /v1/chat/completions` with one JSON body or an SSE stream."""
         request_context = _context(self.pipeline, context)
         body = parse_body(request.data)
 
@@ -119,7 +119,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                     yield httpbody_pb2.HttpBody(data=data)
         except GatewayError as error:
             # Headers and maybe content have gone out: report the error in-band and end
-            # without [DONE], so clients do not take a cut-off answer for a whole one.
+            # without [DONE], so clients do not take a cut-off response for a complete one.
             logger.warning("stream failed after it started", extra={"reason": error.reason})
             yield httpbody_pb2.HttpBody(content_type=SSE, data=_sse(error.openai_body()))
             return
@@ -129,7 +129,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     async def CreateAnthropicMessage(  # noqa: N802 - name fixed by the proto
         self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """Answer Anthropic's `POST /v1/messages` with one JSON message or its SSE events."""
+        """Serve Anthropic's `POST /v1/messages` with one JSON message or its SSE events."""
         try:
             request_context = _context(self.pipeline, context)
             body = parse_body(request.data)
@@ -169,7 +169,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                     yield httpbody_pb2.HttpBody(content_type=SSE, data=data)
         except GatewayError as error:
             # Content may have gone out: report the error in-band, as Anthropic does, and
-            # end without message_stop so clients do not take a cut-off answer for a whole one.
+            # end without message_stop so clients do not take a cut-off response for a complete one.
             logger.warning("stream failed after it started", extra={"reason": error.reason})
             yield httpbody_pb2.HttpBody(content_type=SSE, data=writer.error(error))
             return
