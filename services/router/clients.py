@@ -59,7 +59,7 @@ class Screening:
     texts: list[str] | None
     """Redacted texts in request order, or None when nothing changed."""
     placeholders: dict[str, str]
-    """Placeholder to original value, for restoring the answer."""
+    """Placeholder to original value, for restoring the response."""
 
 
 class SecurityClient:
@@ -110,7 +110,7 @@ class SecurityClient:
 
 @dataclass(frozen=True)
 class CacheAnswer:
-    """A cached answer."""
+    """A cached response."""
 
     body: bytes
     """The stored OpenAI chat.completion JSON."""
@@ -128,7 +128,7 @@ class CacheClient:
         self.timeout_s = timeout_s
 
     async def lookup(self, tenant: str, request_json: bytes, allow_semantic: bool) -> CacheAnswer | None:
-        """Return the cached answer, or None on a miss or when the cache is unavailable."""
+        """Return the cached response, or None on a miss or when the cache is unavailable."""
         try:
             response = await self.stub.Lookup(
                 cache_pb.LookupRequest(tenant=tenant, request_json=request_json, allow_semantic=allow_semantic),

@@ -56,7 +56,7 @@ CHARS_PER_TOKEN = 4
 
 @dataclass
 class RequestContext:
-    """Per-request facts the servicer knows before the pipeline runs."""
+    """Per-request facts that the servicer has before the pipeline runs."""
 
     request_id: str
     principal: Principal
@@ -74,7 +74,7 @@ class RequestContext:
 
 @dataclass
 class Outcome:
-    """How a request was served, for response headers and typed responses."""
+    """The way a request was served, for response headers and typed responses."""
 
     deployment: str = ""
     provider: str = ""
@@ -99,7 +99,7 @@ class Prepared:
 
     context: RequestContext
     request: dict[str, Any]
-    """What the provider gets: the client's request with redacted texts."""
+    """The request sent to the provider: the client's request with redacted texts."""
     request_json: bytes
     """The client's request as sent, the cache key's source."""
     group: ModelGroup
@@ -126,7 +126,7 @@ def cost_usd(price: Price, usage: dict[str, Any] | None) -> float:
 
 
 def provider_error_to_gateway(error: ProviderError | AllDeploymentsFailedError) -> GatewayError:
-    """Map a routing failure to the error the client sees."""
+    """Map a routing failure to the error returned to the client."""
     if isinstance(error, ProviderError):
         return _single_provider_error(error)
     last = error.last_error
@@ -305,7 +305,7 @@ class Pipeline:
         )
 
     async def complete(self, prepared: Prepared) -> tuple[dict[str, Any] | bytes, Outcome]:
-        """Answer a non-streaming request: cached bytes, or the provider's completion."""
+        """Serve a non-streaming request: cached bytes, or the provider's completion."""
         context = prepared.context
         if prepared.cached is not None:
             outcome = Outcome(cache=prepared.cache_kind)
@@ -346,7 +346,7 @@ class Pipeline:
         return body, outcome
 
     async def stream(self, prepared: Prepared, include_usage: bool) -> StreamRun:
-        """Start a streaming answer; the returned run yields OpenAI chunks."""
+        """Start a streaming response; the returned run yields OpenAI chunks."""
         if prepared.cached is not None:
             return StreamRun(self, prepared, None, include_usage)
         try:
@@ -434,8 +434,8 @@ class StreamRun:
                 if prepared.placeholders:
                     self._restore_chunk(chunk)
                 if not self.include_usage and chunk.get("usage") is not None:
-                    # The router always asks providers for usage, to meter; the client
-                    # sees the usage chunk only when it asked for it.
+                    # The router always requests usage from providers, to meter it; the
+                    # client gets the usage chunk only when it requested one.
                     if not chunk.get("choices"):
                         continue
                     chunk = {key: value for key, value in chunk.items() if key != "usage"}
