@@ -215,7 +215,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError, dependency: str) -> GatewayError
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceededError(
-            f"the {dependency} service did not answer in time",
+            f"the {dependency} service timed out",
             reason="DEPENDENCY_TIMEOUT",
             metadata={"dependency": dependency},
         )

@@ -28,7 +28,7 @@ from libs.logs import request_id_var, trace_id_var
 
 logger = logging.getLogger(__name__)
 
-# Large prompts (images as data URLs) exceed gRPC's 4 MiB default; over the limit the
+# Large prompts (images as data URLs) exceed gRPC's 4 MiB default. Over the limit the
 # client would get RESOURCE_EXHAUSTED, which maps to HTTP 429 and makes SDKs retry.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -49,7 +49,7 @@ Registrar = Callable[[grpc.aio.Server], None]
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What one service process serves and how it shuts down."""
+    """The services one process serves, and how it shuts down."""
 
     name: str
     """Short service name for logs and metrics, such as ``router``."""

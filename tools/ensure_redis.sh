@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Make sure a Redis server answers on 127.0.0.1:6379, which the tests use for the shared
+# Make sure a Redis server responds on 127.0.0.1:6379, which the tests use for the shared
 # (multi-replica) paths. Starts the machine's redis-server there, without persistence,
-# when nothing answers; fails with the install command when redis-server is missing.
+# when nothing responds. Fails with the install command when redis-server is missing.
 set -euo pipefail
 
 ping_redis() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -20,5 +20,5 @@ for _ in $(seq 50); do
   ping_redis && exit 0
   sleep 0.1
 done
-echo "ensure_redis: redis-server did not answer on 127.0.0.1:6379 within 5 s" >&2
+echo "ensure_redis: redis-server did not respond on 127.0.0.1:6379 within 5 s" >&2
 exit 1

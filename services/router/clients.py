@@ -145,7 +145,7 @@ class CacheClient:
         return None
 
     async def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
-        """Store a complete answer; failures are logged, never raised."""
+        """Store a complete response; failures are logged, never raised."""
         try:
             await self.stub.Store(
                 cache_pb.StoreRequest(

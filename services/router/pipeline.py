@@ -276,6 +276,12 @@ class Pipeline:
         provider_request = routed_request
         if screening.texts is not None:
             provider_request = replace_prompt_texts(routed_request, slots, screening.texts)
+        if cached is not None:
+            cache_kind = cached.kind
+        elif lookups:
+            cache_kind = "miss"
+        else:
+            cache_kind = "bypass"
         return Prepared(
             context=context,
             request=provider_request,
@@ -283,7 +289,7 @@ class Pipeline:
             group=group,
             placeholders=screening.placeholders,
             cached=cached.body if cached is not None else None,
-            cache_kind=cached.kind if cached is not None else ("miss" if lookups else "bypass"),
+            cache_kind=cache_kind,
             preferences=preferences,
         )
 
@@ -404,7 +410,7 @@ class Pipeline:
 
 
 class StreamRun:
-    """A streaming answer in progress: restores placeholders, gathers the whole answer for
+    """A streaming response in progress: restores placeholders, gathers the whole response for
     the cache, hides the usage chunk unless the client asked for it, and settles usage
     when it ends, however it ends."""
 

@@ -359,7 +359,7 @@ if set(STRATEGIES) != set(CATALOG_STRATEGIES):
 
 
 class RoutedStream:
-    """An answer stream bound to the deployment that started it.
+    """A response stream bound to the deployment that started it.
 
     Iterate it for OpenAI ``chat.completion.chunk`` dicts. Errors raised while
     iterating come after chunks were already delivered, so the caller reports them in
@@ -500,7 +500,7 @@ class Router:
         preferences: RoutePreferences | None = None,
         deadline_s: float | None = None,
     ) -> RoutedCompletion:
-        """Return the first successful answer in strategy order.
+        """Return the first successful completion in strategy order.
 
         ``deadline_s`` (the caller's remaining time) shortens the policy's deadline.
         Raises ProviderError at once for a non-retryable error, with ``attempts`` set,
@@ -701,7 +701,7 @@ def _matching(request: Mapping[str, Any], group: ModelGroup, preferences: RouteP
 
 
 class _DeadlineError(ProviderError):
-    """The request's own deadline cut an attempt short, which says little about the deployment."""
+    """The request's own deadline cut an attempt short, which tells little about the deployment."""
 
 
 def _deadline_error(deployment: Deployment) -> ProviderError:

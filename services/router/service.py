@@ -180,7 +180,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
     async def ListOpenAIModels(  # noqa: N802 - name fixed by the proto
         self, request: router_pb.ListOpenAIModelsRequest, context: grpc.aio.ServicerContext
     ) -> httpbody_pb2.HttpBody:
-        """Answer `GET /v1/models` in OpenAI's list shape."""
+        """Serve `GET /v1/models` in OpenAI's list shape."""
         _context(self.pipeline, context)
         models: list[dict[str, Any]] = [
             {"id": group.name, "object": "model", "created": 0, "owned_by": group.owned_by}

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from services.router.translators.common import TranslationError, append_turn, user_parts
+from services.router.translators.common import TranslationError, append_turn, parse_data_url, user_parts
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -75,7 +75,6 @@ _ERROR_STATUSES = {
 }
 
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-_DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)", re.DOTALL)
 _TOOL_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _DROPPED_FIELDS = (
     "frequency_penalty",
@@ -218,7 +217,7 @@ def _user_blocks(content: Any, position: int) -> list[dict[str, Any]]:
 
 def _image_block(url: str, where: str) -> dict[str, Any]:
     if url.startswith("data:"):
-        media_type, data = _parse_data_url(url, where)
+        media_type, data = parse_data_url(url, where)
         if media_type not in _IMAGE_TYPES:
             raise TranslationError(
                 f"{where}: image type {media_type!r} is not supported; "
@@ -237,23 +236,13 @@ def _document_block(file: Any, where: str) -> dict[str, Any]:
     data_url = file.get("file_data") if isinstance(file, Mapping) else None
     if not isinstance(data_url, str) or not data_url.startswith("data:"):
         raise TranslationError(f"{where}: only files given inline as a data URL are supported")
-    media_type, data = _parse_data_url(data_url, where)
+    media_type, data = parse_data_url(data_url, where)
     if media_type != "application/pdf":
         raise TranslationError(f"{where}: file type {media_type!r} is not supported; use a PDF")
     return {
         "type": "document",
         "source": {"type": "base64", "media_type": media_type, "data": data},
     }
-
-
-def _parse_data_url(url: str, where: str) -> tuple[str, str]:
-    match = _DATA_URL.fullmatch(url)
-    if match is None or ";base64" not in match.group("params").lower():
-        raise TranslationError(f"{where}: data URL must be base64 encoded")
-    media_type = match.group("type").strip().lower()
-    if media_type == "image/jpg":
-        media_type = "image/jpeg"
-    return media_type, match.group("data")
 
 
 def _assistant_blocks(message: Mapping[str, Any], position: int) -> list[dict[str, Any]]:
