@@ -29,6 +29,7 @@ THIRD_PARTY = PROTOS / "third_party"
 GEN = ROOT / "libs" / "gen"
 DESCRIPTOR = ROOT / ".build" / "aigateway.binpb"
 GOOGLE_API_FILES = ("annotations.proto", "http.proto", "httpbody.proto")
+GOOGLE_RPC_FILES = ("status.proto",)
 # The contract clients were given. A change that breaks it needs a new package version
 # (aigateway.<area>.v2) served beside the old one, not an edit of v1.
 RELEASED_IMAGE = PROTOS / "released" / "image.json"
@@ -36,14 +37,16 @@ BREAKING_CONFIG = '{"version": "v2", "breaking": {"use": ["WIRE_JSON"]}}'
 
 
 def sync_third_party() -> None:
-    """Copy the google/api protos from the installed googleapis-common-protos wheel."""
+    """Copy the google/api and google/rpc protos from the installed googleapis-common-protos wheel."""
     import google.api
+    import google.rpc
 
-    source = Path(next(iter(google.api.__path__)))
-    target = THIRD_PARTY / "google" / "api"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in GOOGLE_API_FILES:
-        shutil.copyfile(source / name, target / name)
+    for package, names in ((google.api, GOOGLE_API_FILES), (google.rpc, GOOGLE_RPC_FILES)):
+        source = Path(next(iter(package.__path__)))
+        target = THIRD_PARTY / "google" / source.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copyfile(source / name, target / name)
 
 
 def _buf() -> str:

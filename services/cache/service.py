@@ -16,7 +16,7 @@ import orjson
 from aigateway.cache.v1 import cache_service_pb2 as pb
 from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
 
-from libs.errors import InvalidRequestError
+from libs.errors import GatewayError, InvalidRequestError
 from services.cache import metrics
 from services.cache.embeddings import Embedder
 from services.cache.keys import exact_key, semantic_scope
@@ -24,6 +24,9 @@ from services.cache.semantic import decide
 from services.cache.store import CacheUnavailableError, ExactCache, SemanticStore
 
 logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+"""Maximum number of entries in one StoreBatch call."""
 
 
 def _json_object(data: bytes, field: str) -> dict[str, Any]:
@@ -232,6 +235,30 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             )
             raise
         return pb.StoreResponse(semantic_stored=True)
+
+    async def StoreBatch(  # noqa: N802 - name fixed by the proto
+        self, request: pb.StoreBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreBatchResponse:
+        """Store each entry as Store would, concurrently; an entry that fails gets its own error."""
+        count = len(request.entries)
+        if count > MAX_BATCH:
+            raise InvalidRequestError(
+                f"entries has {count} items; the maximum is {MAX_BATCH}: split the batch",
+                reason="BATCH_TOO_LARGE",
+                param="entries",
+            )
+        outcomes = await asyncio.gather(
+            *(self.Store(entry, context) for entry in request.entries), return_exceptions=True
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, GatewayError):
+                results.append(pb.StoreResult(error=outcome.to_status()))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append(pb.StoreResult(semantic_stored=outcome.semantic_stored))
+        return pb.StoreBatchResponse(results=results)
 
     async def Invalidate(  # noqa: N802 - name fixed by the proto
         self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext

@@ -7,6 +7,7 @@ go to an :class:`~services.metering.outbox.Outbox` and are written later.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,19 @@ _INSERT = sql.SQL(
     values=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
 )
 _INSERT_RETURNING = _INSERT + sql.SQL(" RETURNING request_id")
+_ROW = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_many_returning(count: int) -> sql.Composed:
+    """Return one INSERT of ``count`` rows that skips known request ids and returns the new ones."""
+    return sql.SQL(
+        "INSERT INTO metering_usage ({columns}) VALUES {rows} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+    ).format(columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), rows=sql.SQL(", ").join([_ROW] * count))
+
+
+def _flat_values(records: Sequence[UsageRecord]) -> list[Any]:
+    return [value for record in records for value in record.values()]
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
 """Errors after which a write may succeed later: connection failures, pool timeouts,
@@ -237,6 +251,43 @@ class Ledger:
             )
             self.outbox.add(record)
             return None
+
+    async def record_many(self, records: Sequence[UsageRecord]) -> list[bool | None]:
+        """Write each record once, in one statement; return what ``record`` would for each.
+
+        A request id that appears twice in ``records`` is written once: the later copy
+        gets False. Raises UnavailableError when the database is down and the outbox
+        cannot take every record.
+        """
+        results: list[bool | None] = [False] * len(records)
+        fresh: dict[str, int] = {}
+        for index, record in enumerate(records):
+            if record.request_id not in fresh and record.request_id not in self.outbox:
+                fresh[record.request_id] = index
+        if not fresh:
+            return results
+        if len(self.outbox):
+            for index in fresh.values():
+                self.outbox.add(records[index])
+                results[index] = None
+            return results
+        rows = [records[index] for index in fresh.values()]
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_insert_many_returning(len(rows)), _flat_values(rows))
+                inserted = {row[0] for row in await cursor.fetchall()}
+        except TRANSIENT_ERRORS as exc:
+            logger.warning(
+                "usage ledger write failed; queued the settlements for retry",
+                extra={"settlements": len(rows), "error": repr(exc)},
+            )
+            for index in fresh.values():
+                self.outbox.add(records[index])
+                results[index] = None
+            return results
+        for request_id, index in fresh.items():
+            results[index] = request_id in inserted
+        return results
 
     async def _write_batch(self, records: Sequence[UsageRecord]) -> None:
         async with self._pool.connection() as conn, conn.transaction():

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 MAX_ID_CHARS = 256
 """Maximum length in characters of a request id, tenant, key id, model, deployment or provider."""
 
+MAX_BATCH = 1000
+"""Maximum number of settlements in one SettleBatch call."""
+
 MAX_COST_USD = 1_000_000.0
 """Maximum cost or estimate of one request in US dollars. A larger value is most likely a
 unit error, such as micro-dollars sent as dollars."""
@@ -89,6 +92,45 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
 
         return pb.SettleResponse(recorded=recorded)
 
+    async def SettleBatch(
+        self, request: pb.SettleBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SettleBatchResponse:
+        """Settle each settlement as Settle would, writing the new ledger rows in one statement.
+
+        An invalid settlement gets INVALID_ARGUMENT in its own result. Raises
+        InvalidRequestError for more than MAX_BATCH settlements, and UnavailableError when
+        the database is down and the outbox is full.
+        """
+        count = len(request.settlements)
+        if count > MAX_BATCH:
+            raise InvalidRequestError(
+                f"settlements has {count} entries; the maximum is {MAX_BATCH}: split the batch",
+                reason="BATCH_TOO_LARGE",
+                param="settlements",
+            )
+        results = [pb.SettleResult() for _ in range(count)]
+        valid: list[tuple[int, UsageRecord]] = []
+        for index, settlement in enumerate(request.settlements):
+            try:
+                valid.append((index, _usage_record(settlement)))
+            except InvalidRequestError as error:
+                logger.warning(
+                    "settlement rejected",
+                    extra={"reason": error.reason, "settlement_request_id": settlement.request_id[:MAX_ID_CHARS]},
+                )
+                results[index].error.CopyFrom(error.to_status())
+
+        written = await self.ledger.record_many([record for _, record in valid])
+        for (index, record), row_written in zip(valid, written, strict=True):
+            key = ApiKey(record.tenant, record.key_id)
+            first = await self._settle_budget(key, record, row_written)
+            recorded = first if row_written is None else row_written
+            if recorded:
+                await self._charge_tokens(key, record)
+                metrics.observe_settlement(record)
+            results[index].recorded = recorded
+        return pb.SettleBatchResponse(results=results)
+
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageResponse:
@@ -127,6 +169,15 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
                 )
                 for usage in report.models
             ],
+        )
+
+    async def GetLimits(
+        self, request: pb.GetLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLimitsResponse:
+        """Return the per-key rate limits that Admit applies."""
+        limits = self.limiter.limits
+        return pb.GetLimitsResponse(
+            requests_per_minute=limits.requests_per_minute, tokens_per_minute=limits.tokens_per_minute
         )
 
     async def _settle_budget(self, key: ApiKey, record: UsageRecord, written: bool | None) -> bool:

@@ -8,7 +8,9 @@ screening or budget check means no provider call), the cache fails open (a miss)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,13 +23,22 @@ from aigateway.security.v1 import security_service_pb2 as security_pb
 from aigateway.security.v1 import security_service_pb2_grpc as security_grpc
 from aigateway.type.v1 import principal_pb2
 
-from libs.errors import GatewayError, from_rpc_error
+from libs.errors import from_rpc_error
 from libs.grpcserver import insecure_channel
 from libs.logs import request_id_var
 from libs.principal import Principal
 
 logger = logging.getLogger(__name__)
 
+
+# Settlements per SettleBatch call and answers per StoreBatch call; the services take
+# at most 1,000. Stores are smaller batches because each answer can be large.
+SETTLE_BATCH_SIZE = 256
+STORE_BATCH_SIZE = 32
+
+# How long the router relies on the metering service's report that it sets no rate
+# limit. A limit configured later applies to keys without a budget after at most this.
+LIMITS_TTL_S = 10.0
 
 # A conservative screening rate for the deadline: measured near 2 MB/s on one core.
 SCREEN_BYTES_PER_SECOND = 500_000
@@ -122,10 +133,13 @@ class CacheAnswer:
 class CacheClient:
     """Exact and semantic cache lookups. Failures count as misses and log a warning."""
 
-    def __init__(self, address: str, timeout_s: float = 1.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 1.0, batch_size: int = STORE_BATCH_SIZE) -> None:
         self.channel = insecure_channel(address)
         self.stub = cache_grpc.CacheServiceStub(self.channel)
         self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.pending: list[cache_pb.StoreRequest] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def lookup(self, tenant: str, request_json: bytes, allow_semantic: bool) -> CacheAnswer | None:
         """Return the cached response, or None on a miss or when the cache is unavailable."""
@@ -144,67 +158,137 @@ class CacheClient:
             return CacheAnswer(response.response_json, "semantic", response.similarity)
         return None
 
-    async def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
-        """Store a complete response; failures are logged, never raised."""
-        try:
-            await self.stub.Store(
-                cache_pb.StoreRequest(
-                    tenant=tenant, request_json=request_json, response_json=response_json, allow_semantic=allow_semantic
-                ),
-                timeout=self.timeout_s * 5,
-                metadata=_request_metadata(),
+    def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
+        """Queue a complete response for storing; failures are logged, never raised.
+
+        One sender task sends what has queued while its previous call was in flight, so
+        an idle gateway stores each answer at once and a busy one many per call.
+        """
+        self.pending.append(
+            cache_pb.StoreRequest(
+                tenant=tenant, request_json=request_json, response_json=response_json, allow_semantic=allow_semantic
             )
-        except grpc.aio.AioRpcError as exc:
-            logger.warning("cache store failed", extra={"grpc_code": exc.code().name})
+        )
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
+        while self.pending:
+            batch = self.pending[: self.batch_size]
+            del self.pending[: self.batch_size]
+            try:
+                response = await self.stub.StoreBatch(
+                    cache_pb.StoreBatchRequest(entries=batch), timeout=self.timeout_s * 5
+                )
+            except grpc.aio.AioRpcError as exc:
+                logger.warning("cache store failed", extra={"grpc_code": exc.code().name, "entries": len(batch)})
+                continue
+            failed = sum(1 for result in response.results if result.HasField("error"))
+            if failed:
+                logger.warning("cache store failed", extra={"entries": failed})
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) until the queued responses are sent."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait([self._sender], timeout=timeout_s)
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Send what is queued (bounded), then close the channel."""
+        await self.flush()
         await self.channel.close()
 
 
 class MeteringClient:
     """Admission (budgets, rate limits) and durable settlement of usage.
 
-    Settlements go through an outbox: a failed Settle is retried with backoff in the
-    background, so usage is not lost while the metering service is down for a while.
+    Settlements are sent in batches: one sender task sends whatever has queued while
+    its previous call was in flight, so an idle gateway sends each at once and a busy
+    one sends many per call. A batch that fails goes to an outbox that is retried with
+    backoff in the background, so usage is not lost while the metering service is down
+    for a while.
     """
 
-    def __init__(self, address: str, timeout_s: float = 2.0, outbox_limit: int = 100_000) -> None:
+    def __init__(
+        self, address: str, timeout_s: float = 2.0, outbox_limit: int = 100_000, batch_size: int = SETTLE_BATCH_SIZE
+    ) -> None:
         self.channel = insecure_channel(address)
         self.stub = metering_grpc.MeteringServiceStub(self.channel)
         self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.pending: list[metering_pb.SettleRequest] = []
         self.outbox: deque[metering_pb.SettleRequest] = deque()
         self.outbox_limit = outbox_limit
         self.dropped = 0
-        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._limits_checked_at = -LIMITS_TTL_S
+        self._limits_task: asyncio.Task[None] | None = None
+        self._unlimited_until = 0.0
 
     async def admit(self, message: metering_pb.AdmitRequest) -> None:
-        """Admit the request or raise ResourceExhaustedError (or UnavailableError)."""
+        """Admit the request or raise ResourceExhaustedError (or UnavailableError).
+
+        A key without a budget is admitted here without a call while the metering service
+        reported, within LIMITS_TTL_S, that it sets no rate limit: Admit could not refuse it.
+        """
+        if not message.principal.HasField("budget_usd") and await self._unlimited():
+            return
         try:
             await self.stub.Admit(message, timeout=self.timeout_s, metadata=_request_metadata())
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, "metering") from None
 
+    async def _unlimited(self) -> bool:
+        """Return whether the metering service sets no rate limit, as last reported."""
+        now = time.monotonic()
+        if now >= self._limits_checked_at + LIMITS_TTL_S and (self._limits_task is None or self._limits_task.done()):
+            # Refreshed in the background: until the first answer, and after a failed
+            # refresh, every request goes through Admit.
+            self._limits_checked_at = now
+            self._limits_task = asyncio.get_running_loop().create_task(self._refresh_limits())
+        return self._unlimited_until > now
+
+    async def _refresh_limits(self) -> None:
+        try:
+            limits = await self.stub.GetLimits(metering_pb.GetLimitsRequest(), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError:
+            self._unlimited_until = 0.0
+            return
+        unlimited = limits.requests_per_minute == 0 and limits.tokens_per_minute == 0
+        self._unlimited_until = time.monotonic() + LIMITS_TTL_S if unlimited else 0.0
+
     def settle(self, message: metering_pb.SettleRequest) -> None:
         """Send the settlement in the background; keep it in the outbox until it is written."""
-        task = asyncio.get_running_loop().create_task(self._settle_once(message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.pending.append(message)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
-    async def _settle_once(self, message: metering_pb.SettleRequest) -> None:
-        try:
-            await self.stub.Settle(message, timeout=self.timeout_s, metadata=_request_metadata())
-        except grpc.aio.AioRpcError as exc:
-            error = from_rpc_error(exc, "metering")
-            if isinstance(error, GatewayError) and error.grpc_code == grpc.StatusCode.INVALID_ARGUMENT:
-                logger.error("settlement rejected", extra={"reason": error.reason})
-                return
-            self._enqueue(message)
-            logger.warning(
-                "settlement failed; queued for retry", extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)}
-            )
+    async def _send_pending(self) -> None:
+        while self.pending:
+            batch = self.pending[: self.batch_size]
+            del self.pending[: self.batch_size]
+            try:
+                await self._settle_batch(batch)
+            except grpc.aio.AioRpcError as exc:
+                for message in batch:
+                    self._enqueue(message)
+                logger.warning(
+                    "settlements failed; queued for retry",
+                    extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)},
+                )
+
+    async def _settle_batch(self, batch: list[metering_pb.SettleRequest]) -> None:
+        """Send one batch; raise AioRpcError when it must be retried."""
+        response = await self.stub.SettleBatch(
+            metering_pb.SettleBatchRequest(settlements=batch), timeout=self.timeout_s
+        )
+        for message, result in zip(batch, response.results, strict=False):
+            if result.HasField("error"):
+                # Invalid settlements cannot succeed later; the metering service logged the field.
+                logger.error(
+                    "settlement rejected",
+                    extra={"settlement_request_id": message.request_id, "grpc_code": result.error.code},
+                )
 
     def _enqueue(self, message: metering_pb.SettleRequest) -> None:
         if len(self.outbox) >= self.outbox_limit:
@@ -218,23 +302,27 @@ class MeteringClient:
     async def _drain(self) -> None:
         delay = 0.2
         while self.outbox:
-            message = self.outbox[0]
+            batch = list(itertools.islice(self.outbox, self.batch_size))
             try:
-                await self.stub.Settle(message, timeout=self.timeout_s)
+                await self._settle_batch(batch)
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self.outbox.popleft()
+            # By identity: while the call was in flight, a full outbox may have dropped its head.
+            sent = {id(message) for message in batch}
+            while self.outbox and id(self.outbox[0]) in sent:
+                self.outbox.popleft()
             delay = 0.2
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Wait for pending settlements (bounded), then close the channel."""
-        pending = [*self._tasks] + ([self._worker] if self._worker else [])
+        pending = [task for task in (self._sender, self._worker) if task is not None]
         if pending:
             await asyncio.wait(pending, timeout=flush_timeout_s)
-        if self.outbox:
+        undelivered = len(self.outbox) + len(self.pending)
+        if undelivered:
             # NOTE: settlements still queued here are lost with the process; a disk spool
             # would keep them across restarts.
-            logger.error("settlements not delivered at shutdown", extra={"count": len(self.outbox)})
+            logger.error("settlements not delivered at shutdown", extra={"count": undelivered})
         await self.channel.close()

@@ -208,7 +208,6 @@ class Pipeline:
         self.cache = cache
         self.metering = metering
         self.semantic_cache = semantic_cache
-        self._background: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def new_context(
@@ -344,11 +343,7 @@ class Pipeline:
         metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
         self.settle(context, prepared.group.name, routed.deployment, usage, cost, "ok", stream=False)
         if self.cache is not None and prepared.cache_kind != "bypass" and _complete_answer(body):
-            self._spawn(
-                self.cache.store(
-                    context.principal.tenant, prepared.request_json, orjson.dumps(body), self.semantic_cache
-                )
-            )
+            self.cache.store(context.principal.tenant, prepared.request_json, orjson.dumps(body), self.semantic_cache)
         return body, outcome
 
     async def stream(self, prepared: Prepared, include_usage: bool) -> StreamRun:
@@ -398,15 +393,10 @@ class Pipeline:
         if deployment is not None and usage:
             metrics.record_usage(model, deployment.provider, usage, cost or 0.0)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (bounded) for background cache stores to finish."""
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=timeout_s)
+        """Wait (bounded) for queued cache stores to be sent."""
+        if self.cache is not None:
+            await self.cache.flush(timeout_s)
 
 
 class StreamRun:
@@ -508,13 +498,11 @@ class StreamRun:
             if prepared.placeholders:
                 _restore_completion(body, prepared.placeholders)
             if _complete_answer(body):
-                self.pipeline._spawn(
-                    cache.store(
-                        prepared.context.principal.tenant,
-                        prepared.request_json,
-                        orjson.dumps(body),
-                        self.pipeline.semantic_cache,
-                    )
+                cache.store(
+                    prepared.context.principal.tenant,
+                    prepared.request_json,
+                    orjson.dumps(body),
+                    self.pipeline.semantic_cache,
                 )
 
 

@@ -181,3 +181,36 @@ async def test_invalid_arguments(cache_stub: Any, call: str, reason: str, field:
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _reason(caught.value) == (reason, field)
+
+
+async def test_store_batch_stores_each_entry_and_reports_bad_ones(cache_stub: Any) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    first = _request("Name a prime number between ten and twenty.")
+    second = _request("What colour is a ripe banana?")
+
+    response = await cache_stub.StoreBatch(
+        pb.StoreBatchRequest(
+            entries=[
+                pb.StoreRequest(tenant=tenant, request_json=first, response_json=ANSWER),
+                pb.StoreRequest(tenant=tenant, request_json=b"{not json", response_json=ANSWER),
+                pb.StoreRequest(tenant=tenant, request_json=second, response_json=ANSWER, allow_semantic=False),
+            ]
+        )
+    )
+
+    assert [result.semantic_stored for result in response.results] == [True, False, False]
+    assert not response.results[0].HasField("error")
+    assert response.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    for stored in (first, second):
+        hit = await cache_stub.Lookup(pb.LookupRequest(tenant=tenant, request_json=stored))
+        assert hit.result == pb.LOOKUP_RESULT_EXACT_HIT
+
+
+async def test_store_batch_limit(cache_stub: Any) -> None:
+    entry = pb.StoreRequest(tenant="t-limit", request_json=_request("Hello there."), response_json=ANSWER)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await cache_stub.StoreBatch(pb.StoreBatchRequest(entries=[entry] * 1001))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _reason(caught.value) == ("BATCH_TOO_LARGE", "entries")

@@ -140,7 +140,7 @@ async def test_unknown_outcome_is_stored() -> None:
 def test_servicer_has_every_rpc() -> None:
     methods = {method.name for method in pb.DESCRIPTOR.services_by_name["MeteringService"].methods}
 
-    assert methods == {"Admit", "Settle", "GetUsage"}
+    assert methods == {"Admit", "Settle", "SettleBatch", "GetUsage", "GetLimits"}
     assert all(callable(getattr(MeteringServicer, name)) for name in methods)
 
 

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&aigateway/cache/v1/cache_service.proto\x12\x12\x61igateway.cache.v1\"M\n\rLookupRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x14\n\x0crequest_json\x18\x02 \x01(\x0c\x12\x16\n\x0e\x61llow_semantic\x18\x03 \x01(\x08\"m\n\x0eLookupResponse\x12\x30\n\x06result\x18\x01 \x01(\x0e\x32 .aigateway.cache.v1.LookupResult\x12\x15\n\rresponse_json\x18\x02 \x01(\x0c\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\"{\n\x0cStoreRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x14\n\x0crequest_json\x18\x02 \x01(\x0c\x12\x15\n\rresponse_json\x18\x03 \x01(\x0c\x12\x1b\n\x0e\x61llow_semantic\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x11\n\x0f_allow_semantic\"(\n\rStoreResponse\x12\x17\n\x0fsemantic_stored\x18\x01 \x01(\x08\"#\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"%\n\x12InvalidateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\x11\n\x0fGetStatsRequest\"j\n\x10GetStatsResponse\x12\x12\n\nexact_hits\x18\x01 \x01(\x05\x12\x15\n\rsemantic_hits\x18\x02 \x01(\x05\x12\x0e\n\x06misses\x18\x03 \x01(\x05\x12\x1b\n\x13semantic_rejections\x18\x04 \x01(\x05*\x82\x01\n\x0cLookupResult\x12\x1d\n\x19LOOKUP_RESULT_UNSPECIFIED\x10\x00\x12\x16\n\x12LOOKUP_RESULT_MISS\x10\x01\x12\x1b\n\x17LOOKUP_RESULT_EXACT_HIT\x10\x02\x12\x1e\n\x1aLOOKUP_RESULT_SEMANTIC_HIT\x10\x03\x32\xe1\x02\n\x0c\x43\x61\x63heService\x12O\n\x06Lookup\x12!.aigateway.cache.v1.LookupRequest\x1a\".aigateway.cache.v1.LookupResponse\x12L\n\x05Store\x12 .aigateway.cache.v1.StoreRequest\x1a!.aigateway.cache.v1.StoreResponse\x12[\n\nInvalidate\x12%.aigateway.cache.v1.InvalidateRequest\x1a&.aigateway.cache.v1.InvalidateResponse\x12U\n\x08GetStats\x12#.aigateway.cache.v1.GetStatsRequest\x1a$.aigateway.cache.v1.GetStatsResponseB\x82\x01\n\x16\x64\x65v.aigateway.cache.v1B\x11\x43\x61\x63heServiceProtoP\x01Z@github.com/aigateway/aigateway/gen/go/aigateway/cache/v1;cachev1\xa2\x02\x03\x41GK\xba\x02\nAIGWCache_b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&aigateway/cache/v1/cache_service.proto\x12\x12\x61igateway.cache.v1\x1a\x17google/rpc/status.proto\"M\n\rLookupRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x14\n\x0crequest_json\x18\x02 \x01(\x0c\x12\x16\n\x0e\x61llow_semantic\x18\x03 \x01(\x08\"m\n\x0eLookupResponse\x12\x30\n\x06result\x18\x01 \x01(\x0e\x32 .aigateway.cache.v1.LookupResult\x12\x15\n\rresponse_json\x18\x02 \x01(\x0c\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\"{\n\x0cStoreRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x14\n\x0crequest_json\x18\x02 \x01(\x0c\x12\x15\n\rresponse_json\x18\x03 \x01(\x0c\x12\x1b\n\x0e\x61llow_semantic\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x11\n\x0f_allow_semantic\"(\n\rStoreResponse\x12\x17\n\x0fsemantic_stored\x18\x01 \x01(\x08\"F\n\x11StoreBatchRequest\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .aigateway.cache.v1.StoreRequest\"F\n\x12StoreBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.aigateway.cache.v1.StoreResult\"I\n\x0bStoreResult\x12\x17\n\x0fsemantic_stored\x18\x01 \x01(\x08\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"#\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"%\n\x12InvalidateResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\x11\n\x0fGetStatsRequest\"j\n\x10GetStatsResponse\x12\x12\n\nexact_hits\x18\x01 \x01(\x05\x12\x15\n\rsemantic_hits\x18\x02 \x01(\x05\x12\x0e\n\x06misses\x18\x03 \x01(\x05\x12\x1b\n\x13semantic_rejections\x18\x04 \x01(\x05*\x82\x01\n\x0cLookupResult\x12\x1d\n\x19LOOKUP_RESULT_UNSPECIFIED\x10\x00\x12\x16\n\x12LOOKUP_RESULT_MISS\x10\x01\x12\x1b\n\x17LOOKUP_RESULT_EXACT_HIT\x10\x02\x12\x1e\n\x1aLOOKUP_RESULT_SEMANTIC_HIT\x10\x03\x32\xbe\x03\n\x0c\x43\x61\x63heService\x12O\n\x06Lookup\x12!.aigateway.cache.v1.LookupRequest\x1a\".aigateway.cache.v1.LookupResponse\x12L\n\x05Store\x12 .aigateway.cache.v1.StoreRequest\x1a!.aigateway.cache.v1.StoreResponse\x12[\n\nStoreBatch\x12%.aigateway.cache.v1.StoreBatchRequest\x1a&.aigateway.cache.v1.StoreBatchResponse\x12[\n\nInvalidate\x12%.aigateway.cache.v1.InvalidateRequest\x1a&.aigateway.cache.v1.InvalidateResponse\x12U\n\x08GetStats\x12#.aigateway.cache.v1.GetStatsRequest\x1a$.aigateway.cache.v1.GetStatsResponseB\x82\x01\n\x16\x64\x65v.aigateway.cache.v1B\x11\x43\x61\x63heServiceProtoP\x01Z@github.com/aigateway/aigateway/gen/go/aigateway/cache/v1;cachev1\xa2\x02\x03\x41GK\xba\x02\nAIGWCache_b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,24 +33,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigateway.cache.v1.cache_se
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.aigateway.cache.v1B\021CacheServiceProtoP\001Z@github.com/aigateway/aigateway/gen/go/aigateway/cache/v1;cachev1\242\002\003AGK\272\002\nAIGWCache_'
-  _globals['_LOOKUPRESULT']._serialized_start=623
-  _globals['_LOOKUPRESULT']._serialized_end=753
-  _globals['_LOOKUPREQUEST']._serialized_start=62
-  _globals['_LOOKUPREQUEST']._serialized_end=139
-  _globals['_LOOKUPRESPONSE']._serialized_start=141
-  _globals['_LOOKUPRESPONSE']._serialized_end=250
-  _globals['_STOREREQUEST']._serialized_start=252
-  _globals['_STOREREQUEST']._serialized_end=375
-  _globals['_STORERESPONSE']._serialized_start=377
-  _globals['_STORERESPONSE']._serialized_end=417
-  _globals['_INVALIDATEREQUEST']._serialized_start=419
-  _globals['_INVALIDATEREQUEST']._serialized_end=454
-  _globals['_INVALIDATERESPONSE']._serialized_start=456
-  _globals['_INVALIDATERESPONSE']._serialized_end=493
-  _globals['_GETSTATSREQUEST']._serialized_start=495
-  _globals['_GETSTATSREQUEST']._serialized_end=512
-  _globals['_GETSTATSRESPONSE']._serialized_start=514
-  _globals['_GETSTATSRESPONSE']._serialized_end=620
-  _globals['_CACHESERVICE']._serialized_start=756
-  _globals['_CACHESERVICE']._serialized_end=1109
+  _globals['_LOOKUPRESULT']._serialized_start=867
+  _globals['_LOOKUPRESULT']._serialized_end=997
+  _globals['_LOOKUPREQUEST']._serialized_start=87
+  _globals['_LOOKUPREQUEST']._serialized_end=164
+  _globals['_LOOKUPRESPONSE']._serialized_start=166
+  _globals['_LOOKUPRESPONSE']._serialized_end=275
+  _globals['_STOREREQUEST']._serialized_start=277
+  _globals['_STOREREQUEST']._serialized_end=400
+  _globals['_STORERESPONSE']._serialized_start=402
+  _globals['_STORERESPONSE']._serialized_end=442
+  _globals['_STOREBATCHREQUEST']._serialized_start=444
+  _globals['_STOREBATCHREQUEST']._serialized_end=514
+  _globals['_STOREBATCHRESPONSE']._serialized_start=516
+  _globals['_STOREBATCHRESPONSE']._serialized_end=586
+  _globals['_STORERESULT']._serialized_start=588
+  _globals['_STORERESULT']._serialized_end=661
+  _globals['_INVALIDATEREQUEST']._serialized_start=663
+  _globals['_INVALIDATEREQUEST']._serialized_end=698
+  _globals['_INVALIDATERESPONSE']._serialized_start=700
+  _globals['_INVALIDATERESPONSE']._serialized_end=737
+  _globals['_GETSTATSREQUEST']._serialized_start=739
+  _globals['_GETSTATSREQUEST']._serialized_end=756
+  _globals['_GETSTATSRESPONSE']._serialized_start=758
+  _globals['_GETSTATSRESPONSE']._serialized_end=864
+  _globals['_CACHESERVICE']._serialized_start=1000
+  _globals['_CACHESERVICE']._serialized_end=1446
 # @@protoc_insertion_point(module_scope)

@@ -47,6 +47,11 @@ class CacheServiceStub:
                 request_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreRequest.SerializeToString,
                 response_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreResponse.FromString,
                 _registered_method=True)
+        self.StoreBatch = channel.unary_unary(
+                '/aigateway.cache.v1.CacheService/StoreBatch',
+                request_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreBatchRequest.SerializeToString,
+                response_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreBatchResponse.FromString,
+                _registered_method=True)
         self.Invalidate = channel.unary_unary(
                 '/aigateway.cache.v1.CacheService/Invalidate',
                 request_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.InvalidateRequest.SerializeToString,
@@ -79,6 +84,15 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StoreBatch(self, request, context):
+        """Store many complete answers in one call, each as Store would. One invalid or
+        failed entry gets an error in its own result and does not fail the others.
+        Returns INVALID_ARGUMENT for more than 1,000 entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Invalidate(self, request, context):
         """Remove every entry of a tenant. Returns INVALID_ARGUMENT for an empty tenant.
         """
@@ -105,6 +119,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.Store,
                     request_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreRequest.FromString,
                     response_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreResponse.SerializeToString,
+            ),
+            'StoreBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreBatch,
+                    request_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreBatchRequest.FromString,
+                    response_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreBatchResponse.SerializeToString,
             ),
             'Invalidate': grpc.unary_unary_rpc_method_handler(
                     servicer.Invalidate,
@@ -174,6 +193,33 @@ class CacheService:
             '/aigateway.cache.v1.CacheService/Store',
             aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreRequest.SerializeToString,
             aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigateway.cache.v1.CacheService/StoreBatch',
+            aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreBatchRequest.SerializeToString,
+            aigateway_dot_cache_dot_v1_dot_cache__service__pb2.StoreBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

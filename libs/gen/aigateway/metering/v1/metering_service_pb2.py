@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from aigateway.type.v1 import chat_pb2 as aigateway_dot_type_dot_v1_dot_chat__pb2
 from aigateway.type.v1 import principal_pb2 as aigateway_dot_type_dot_v1_dot_principal__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,aigateway/metering/v1/metering_service.proto\x12\x15\x61igateway.metering.v1\x1a\x1c\x61igateway/type/v1/chat.proto\x1a!aigateway/type/v1/principal.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0c\x41\x64mitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tprincipal\x18\x02 \x01(\x0b\x32\x1c.aigateway.type.v1.Principal\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1f\n\x17\x65stimated_prompt_tokens\x18\x04 \x01(\x05\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\"K\n\rAdmitResponse\x12!\n\x14remaining_budget_usd\x18\x01 \x01(\x01H\x00\x88\x01\x01\x42\x17\n\x15_remaining_budget_usd\"\xa9\x02\n\rSettleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tprincipal\x18\x02 \x01(\x0b\x32\x1c.aigateway.type.v1.Principal\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.aigateway.type.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x0e\n\x06stream\x18\x0b \x01(\x08\"\"\n\x0eSettleResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"\x8f\x01\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x15\n\rcached_tokens\x18\x05 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"\x9b\x01\n\x10GetUsageResponse\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x31\n\x06models\x18\x05 \x03(\x0b\x32!.aigateway.metering.v1.ModelUsage2\x99\x02\n\x0fMeteringService\x12R\n\x05\x41\x64mit\x12#.aigateway.metering.v1.AdmitRequest\x1a$.aigateway.metering.v1.AdmitResponse\x12U\n\x06Settle\x12$.aigateway.metering.v1.SettleRequest\x1a%.aigateway.metering.v1.SettleResponse\x12[\n\x08GetUsage\x12&.aigateway.metering.v1.GetUsageRequest\x1a\'.aigateway.metering.v1.GetUsageResponseB\x91\x01\n\x19\x64\x65v.aigateway.metering.v1B\x14MeteringServiceProtoP\x01ZFgithub.com/aigateway/aigateway/gen/go/aigateway/metering/v1;meteringv1\xa2\x02\x03\x41GM\xba\x02\rAIGWMetering_b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,aigateway/metering/v1/metering_service.proto\x12\x15\x61igateway.metering.v1\x1a\x1c\x61igateway/type/v1/chat.proto\x1a!aigateway/type/v1/principal.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9f\x01\n\x0c\x41\x64mitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tprincipal\x18\x02 \x01(\x0b\x32\x1c.aigateway.type.v1.Principal\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1f\n\x17\x65stimated_prompt_tokens\x18\x04 \x01(\x05\x12\x1a\n\x12\x65stimated_cost_usd\x18\x05 \x01(\x01\"K\n\rAdmitResponse\x12!\n\x14remaining_budget_usd\x18\x01 \x01(\x01H\x00\x88\x01\x01\x42\x17\n\x15_remaining_budget_usd\"\xa9\x02\n\rSettleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tprincipal\x18\x02 \x01(\x0b\x32\x1c.aigateway.type.v1.Principal\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\'\n\x05usage\x18\x06 \x01(\x0b\x32\x18.aigateway.type.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x0e\n\x06stream\x18\x0b \x01(\x08\"\"\n\x0eSettleResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"O\n\x12SettleBatchRequest\x12\x39\n\x0bsettlements\x18\x01 \x03(\x0b\x32$.aigateway.metering.v1.SettleRequest\"K\n\x13SettleBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.aigateway.metering.v1.SettleResult\"C\n\x0cSettleResult\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\x8f\x01\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x15\n\rcached_tokens\x18\x05 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"\x9b\x01\n\x10GetUsageResponse\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x31\n\x06models\x18\x05 \x03(\x0b\x32!.aigateway.metering.v1.ModelUsage\"\x12\n\x10GetLimitsRequest\"K\n\x11GetLimitsResponse\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x05\x12\x19\n\x11tokens_per_minute\x18\x02 \x01(\x05\x32\xdf\x03\n\x0fMeteringService\x12R\n\x05\x41\x64mit\x12#.aigateway.metering.v1.AdmitRequest\x1a$.aigateway.metering.v1.AdmitResponse\x12U\n\x06Settle\x12$.aigateway.metering.v1.SettleRequest\x1a%.aigateway.metering.v1.SettleResponse\x12\x64\n\x0bSettleBatch\x12).aigateway.metering.v1.SettleBatchRequest\x1a*.aigateway.metering.v1.SettleBatchResponse\x12[\n\x08GetUsage\x12&.aigateway.metering.v1.GetUsageRequest\x1a\'.aigateway.metering.v1.GetUsageResponse\x12^\n\tGetLimits\x12\'.aigateway.metering.v1.GetLimitsRequest\x1a(.aigateway.metering.v1.GetLimitsResponseB\x91\x01\n\x19\x64\x65v.aigateway.metering.v1B\x14MeteringServiceProtoP\x01ZFgithub.com/aigateway/aigateway/gen/go/aigateway/metering/v1;meteringv1\xa2\x02\x03\x41GM\xba\x02\rAIGWMetering_b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +36,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigateway.metering.v1.meter
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\031dev.aigateway.metering.v1B\024MeteringServiceProtoP\001ZFgithub.com/aigateway/aigateway/gen/go/aigateway/metering/v1;meteringv1\242\002\003AGM\272\002\rAIGWMetering_'
-  _globals['_ADMITREQUEST']._serialized_start=170
-  _globals['_ADMITREQUEST']._serialized_end=329
-  _globals['_ADMITRESPONSE']._serialized_start=331
-  _globals['_ADMITRESPONSE']._serialized_end=406
-  _globals['_SETTLEREQUEST']._serialized_start=409
-  _globals['_SETTLEREQUEST']._serialized_end=706
-  _globals['_SETTLERESPONSE']._serialized_start=708
-  _globals['_SETTLERESPONSE']._serialized_end=742
-  _globals['_GETUSAGEREQUEST']._serialized_start=745
-  _globals['_GETUSAGEREQUEST']._serialized_end=888
-  _globals['_MODELUSAGE']._serialized_start=891
-  _globals['_MODELUSAGE']._serialized_end=1027
-  _globals['_GETUSAGERESPONSE']._serialized_start=1030
-  _globals['_GETUSAGERESPONSE']._serialized_end=1185
-  _globals['_METERINGSERVICE']._serialized_start=1188
-  _globals['_METERINGSERVICE']._serialized_end=1469
+  _globals['_ADMITREQUEST']._serialized_start=195
+  _globals['_ADMITREQUEST']._serialized_end=354
+  _globals['_ADMITRESPONSE']._serialized_start=356
+  _globals['_ADMITRESPONSE']._serialized_end=431
+  _globals['_SETTLEREQUEST']._serialized_start=434
+  _globals['_SETTLEREQUEST']._serialized_end=731
+  _globals['_SETTLERESPONSE']._serialized_start=733
+  _globals['_SETTLERESPONSE']._serialized_end=767
+  _globals['_SETTLEBATCHREQUEST']._serialized_start=769
+  _globals['_SETTLEBATCHREQUEST']._serialized_end=848
+  _globals['_SETTLEBATCHRESPONSE']._serialized_start=850
+  _globals['_SETTLEBATCHRESPONSE']._serialized_end=925
+  _globals['_SETTLERESULT']._serialized_start=927
+  _globals['_SETTLERESULT']._serialized_end=994
+  _globals['_GETUSAGEREQUEST']._serialized_start=997
+  _globals['_GETUSAGEREQUEST']._serialized_end=1140
+  _globals['_MODELUSAGE']._serialized_start=1143
+  _globals['_MODELUSAGE']._serialized_end=1279
+  _globals['_GETUSAGERESPONSE']._serialized_start=1282
+  _globals['_GETUSAGERESPONSE']._serialized_end=1437
+  _globals['_GETLIMITSREQUEST']._serialized_start=1439
+  _globals['_GETLIMITSREQUEST']._serialized_end=1457
+  _globals['_GETLIMITSRESPONSE']._serialized_start=1459
+  _globals['_GETLIMITSRESPONSE']._serialized_end=1534
+  _globals['_METERINGSERVICE']._serialized_start=1537
+  _globals['_METERINGSERVICE']._serialized_end=2016
 # @@protoc_insertion_point(module_scope)

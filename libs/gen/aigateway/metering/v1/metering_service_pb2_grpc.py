@@ -47,10 +47,20 @@ class MeteringServiceStub:
                 request_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleRequest.SerializeToString,
                 response_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.SettleBatch = channel.unary_unary(
+                '/aigateway.metering.v1.MeteringService/SettleBatch',
+                request_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleBatchRequest.SerializeToString,
+                response_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleBatchResponse.FromString,
+                _registered_method=True)
         self.GetUsage = channel.unary_unary(
                 '/aigateway.metering.v1.MeteringService/GetUsage',
                 request_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/aigateway.metering.v1.MeteringService/GetLimits',
+                request_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetLimitsRequest.SerializeToString,
+                response_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetLimitsResponse.FromString,
                 _registered_method=True)
 
 
@@ -81,10 +91,28 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleBatch(self, request, context):
+        """Settle many requests in one call, each as Settle would. One invalid settlement
+        gets an error in its own result and does not fail the others. Returns
+        INVALID_ARGUMENT for more than 1,000 settlements, UNAVAILABLE when the outbox is
+        full (the caller keeps every settlement of the call and retries).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsage(self, request, context):
         """Sum the ledger for a tenant over a time range.
         Returns INVALID_ARGUMENT for an empty tenant or a range that ends before it starts,
         UNAVAILABLE when the ledger database cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimits(self, request, context):
+        """Return the rate limits that Admit applies to every API key. While none is set, Admit
+        can refuse only a key with a budget, so a caller may skip it for keys without one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,10 +131,20 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     request_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleRequest.FromString,
                     response_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleResponse.SerializeToString,
             ),
+            'SettleBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleBatch,
+                    request_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleBatchRequest.FromString,
+                    response_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleBatchResponse.SerializeToString,
+            ),
             'GetUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsage,
                     request_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetUsageRequest.FromString,
                     response_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetLimitsRequest.FromString,
+                    response_serializer=aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +215,33 @@ class MeteringService:
             _registered_method=True)
 
     @staticmethod
+    def SettleBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigateway.metering.v1.MeteringService/SettleBatch',
+            aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleBatchRequest.SerializeToString,
+            aigateway_dot_metering_dot_v1_dot_metering__service__pb2.SettleBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetUsage(request,
             target,
             options=(),
@@ -193,6 +258,33 @@ class MeteringService:
             '/aigateway.metering.v1.MeteringService/GetUsage',
             aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetUsageRequest.SerializeToString,
             aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigateway.metering.v1.MeteringService/GetLimits',
+            aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetLimitsRequest.SerializeToString,
+            aigateway_dot_metering_dot_v1_dot_metering__service__pb2.GetLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

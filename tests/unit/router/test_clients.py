@@ -1,0 +1,163 @@
+"""The router's metering and cache clients: batched sends, the settlement outbox, and
+admission skipped only when it cannot refuse."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+from aigateway.cache.v1 import cache_service_pb2 as cache_pb
+from aigateway.metering.v1 import metering_service_pb2 as metering_pb
+from aigateway.type.v1 import principal_pb2
+
+from libs.errors import UnavailableError
+from services.router import clients
+from services.router.clients import CacheClient, MeteringClient
+
+
+class Unavailable(grpc.aio.AioRpcError):
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+
+
+class FakeMetering:
+    """Records the calls; fails while ``down`` is set."""
+
+    def __init__(self, requests_per_minute: int = 0) -> None:
+        self.batches: list[list[str]] = []
+        self.admits = 0
+        self.limit_calls = 0
+        self.down = False
+        self.requests_per_minute = requests_per_minute
+
+    async def SettleBatch(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        await asyncio.sleep(0.01)
+        if self.down:
+            raise Unavailable()
+        self.batches.append([item.request_id for item in request.settlements])
+        return metering_pb.SettleBatchResponse(
+            results=[metering_pb.SettleResult(recorded=True) for _ in request.settlements]
+        )
+
+    async def Admit(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        if self.down:
+            raise Unavailable()
+        self.admits += 1
+        return metering_pb.AdmitResponse()
+
+    async def GetLimits(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        self.limit_calls += 1
+        if self.down:
+            raise Unavailable()
+        return metering_pb.GetLimitsResponse(requests_per_minute=self.requests_per_minute)
+
+
+def _metering(fake: FakeMetering) -> MeteringClient:
+    client = MeteringClient("127.0.0.1:9")
+    client.stub = fake  # type: ignore[assignment]
+    return client
+
+
+def _admit(budget_usd: float | None = None) -> metering_pb.AdmitRequest:
+    principal = principal_pb2.Principal(tenant="acme", key_id="key-1")
+    if budget_usd is not None:
+        principal.budget_usd = budget_usd
+    return metering_pb.AdmitRequest(request_id="r", principal=principal, model="m")
+
+
+async def test_settlements_queued_during_a_call_share_the_next_one() -> None:
+    fake = FakeMetering()
+    client = _metering(fake)
+
+    for n in range(50):
+        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
+    await client.close()
+
+    assert fake.batches[0] == ["r0"] or len(fake.batches) <= 2
+    assert [request_id for batch in fake.batches for request_id in batch] == [f"r{n}" for n in range(50)]
+
+
+async def test_failed_batch_is_retried_from_the_outbox() -> None:
+    fake = FakeMetering()
+    fake.down = True
+    client = _metering(fake)
+
+    client.settle(metering_pb.SettleRequest(request_id="kept"))
+    await asyncio.sleep(0.05)
+    assert list(item.request_id for item in client.outbox) == ["kept"]
+    fake.down = False
+    await client.close(flush_timeout_s=2.0)
+
+    assert ["kept"] in fake.batches
+    assert not client.outbox
+
+
+async def test_admission_skipped_only_for_keys_without_budget_while_unlimited() -> None:
+    fake = FakeMetering()
+    client = _metering(fake)
+
+    await client.admit(_admit())  # limits not known yet: admitted by the service
+    await asyncio.sleep(0.01)
+    await client.admit(_admit())
+    await client.admit(_admit(budget_usd=5.0))
+
+    assert fake.admits == 2
+    assert fake.limit_calls == 1
+    await client.close()
+
+
+async def test_rate_limits_keep_every_admission() -> None:
+    fake = FakeMetering(requests_per_minute=60)
+    client = _metering(fake)
+
+    for _ in range(3):
+        await client.admit(_admit())
+        await asyncio.sleep(0.01)
+
+    assert fake.admits == 3
+    await client.close()
+
+
+async def test_admission_fails_closed_once_the_report_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clients, "LIMITS_TTL_S", 0.05)
+    fake = FakeMetering()
+    client = _metering(fake)
+    await client.admit(_admit())
+    await asyncio.sleep(0.01)
+    fake.down = True
+    await client.admit(_admit())  # skipped: the report is fresh
+
+    await asyncio.sleep(0.06)
+
+    with pytest.raises(UnavailableError, match="metering"):
+        await client.admit(_admit())
+    await asyncio.sleep(0.01)
+    with pytest.raises(UnavailableError, match="metering"):
+        await client.admit(_admit())
+    await client.close(flush_timeout_s=0.1)
+
+
+class FakeCache:
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def StoreBatch(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        await asyncio.sleep(0.01)
+        self.batches.append(len(request.entries))
+        return cache_pb.StoreBatchResponse(results=[cache_pb.StoreResult() for _ in request.entries])
+
+
+async def test_cache_stores_are_batched_and_flushed() -> None:
+    fake = FakeCache()
+    client = CacheClient("127.0.0.1:9", batch_size=8)
+    client.stub = fake  # type: ignore[assignment]
+
+    for n in range(20):
+        client.store("acme", b'{"n": %d}' % n, b"{}")
+    await client.close()
+
+    assert sum(fake.batches) == 20
+    assert max(fake.batches) <= 8
+    assert len(fake.batches) < 20
