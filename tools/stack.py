@@ -18,8 +18,9 @@ Environment:
 - ``AIGW_REDIS_URL``: Redis for the router, cache and metering; unset, each keeps its
   state in process.
 - ``ROUTER_CATALOG``: the model catalog, default ``deploy/catalog/demo.yaml``, which
-  points every deployment at the simulator. Other service variables (such as
-  ``ROUTER_LOG_LEVEL``) pass through to the services unchanged.
+  points every deployment at the simulator. The security service reads it too
+  (``SECURITY_CATALOG``) to screen prompts in the ext_authz call. Other service
+  variables (such as ``ROUTER_LOG_LEVEL``) pass through to the services unchanged.
 
 The installers (``make install``) put the binaries in place; this module installs nothing.
 Tests use :class:`Stack` directly with free ports and a temporary data directory.
@@ -631,6 +632,9 @@ class Stack:
             ),
         )
 
+    def _catalog_path(self) -> str:
+        return self.environ.get("ROUTER_CATALOG") or str(DEMO_CATALOG)
+
     @property
     def _simulator_api_key(self) -> str:
         # The simulator checks that a key is sent, not which one.
@@ -644,6 +648,9 @@ class Stack:
             {
                 "SECURITY_DATABASE_URL": self.database_urls["security"],
                 "SECURITY_CERBOS_ADDR": self.cerbos_address,
+                # The router's catalog, for screening in the ext_authz call; an empty
+                # SECURITY_CATALOG in the environment turns that off.
+                "SECURITY_CATALOG": self.environ.get("SECURITY_CATALOG", self._catalog_path()),
             },
         )
 
@@ -676,7 +683,7 @@ class Stack:
             self.ports.router_metrics,
             {
                 # The demo catalog points every deployment at the simulator.
-            "ROUTER_CATALOG": self.environ.get("ROUTER_CATALOG") or str(DEMO_CATALOG),
+                "ROUTER_CATALOG": self._catalog_path(),
                 "ROUTER_SECURITY_ADDR": self.security_address,
                 "ROUTER_CACHE_ADDR": self.cache_address,
                 "ROUTER_METERING_ADDR": self.metering_address,

@@ -11,6 +11,11 @@ CACHE_RESULTS = Counter(
     "Chat requests by cache result (miss, exact, semantic, bypass).",
     ["model", "result"],
 )
+SCREENINGS = Counter(
+    "aigw_router_screenings_total",
+    "Chat requests by where their prompt was screened: edge (in ext_authz) or router (ScreenPrompt).",
+    ["stage"],
+)
 TOKENS = Counter(
     "aigw_router_tokens_total",
     "Tokens reported by providers, by type (prompt, completion, cached).",

@@ -8,12 +8,12 @@ the fields the gateway reads and reports the first problem with the field's path
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from libs.errors import InvalidRequestError
+from libs.screening import TextSlot
 from services.router.routing import RoutePreferences
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -228,22 +228,6 @@ def _validate_message(index: int, message: Any) -> None:
         raise _invalid(
             f"{where}.tool_call_id", f"missing required parameter `{where}.tool_call_id`", "missing_required_parameter"
         )
-
-
-# Locations of prompt text, as (message index, part index or -1 for a string content).
-TextSlot = tuple[int, int]
-
-
-def iter_prompt_texts(request: dict[str, Any]) -> Iterator[tuple[TextSlot, str]]:
-    """Yield every text of the prompt with where it sits, in message order."""
-    for index, message in enumerate(request["messages"]):
-        content = message.get("content")
-        if isinstance(content, str):
-            yield (index, -1), content
-        elif isinstance(content, list):
-            for part_index, part in enumerate(content):
-                if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                    yield (index, part_index), part["text"]
 
 
 def replace_prompt_texts(request: dict[str, Any], slots: list[TextSlot], texts: list[str]) -> dict[str, Any]:

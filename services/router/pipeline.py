@@ -30,15 +30,15 @@ from libs.errors import (
 )
 from libs.principal import Principal
 from libs.redaction import StreamRestorer, restore
+from libs.screening import iter_prompt_texts, screened_digest
 from services.router import metrics
 from services.router.catalog import Catalog, Deployment, ModelGroup, ModelNotFoundError, Price
-from services.router.clients import CacheClient, MeteringClient, SecurityClient, principal_message
+from services.router.clients import CacheClient, MeteringClient, Screening, SecurityClient, principal_message
 from services.router.convert import usage_message
 from services.router.openai_request import (
     ROUTE_DEPLOYMENT_KEY,
     ROUTE_MAX_PRICE_KEY,
     ROUTE_PROVIDER_KEY,
-    iter_prompt_texts,
     replace_prompt_texts,
     routing_preferences,
     validate,
@@ -108,6 +108,10 @@ class Prepared:
     cache_kind: str
     preferences: RoutePreferences = field(default_factory=RoutePreferences)
     """Routing choices the request made in its ``metadata``."""
+
+
+async def _clean_screening() -> Screening:
+    return Screening(texts=None, placeholders={})
 
 
 def cost_usd(price: Price, usage: dict[str, Any] | None) -> float:
@@ -231,8 +235,15 @@ class Pipeline:
                 metadata={"model": model},
             ) from None
 
-    async def prepare(self, context: RequestContext, request: dict[str, Any]) -> Prepared:
-        """Validate, then screen, admit and look the request up concurrently."""
+    async def prepare(
+        self, context: RequestContext, request: dict[str, Any], edge_screening: str | None = None
+    ) -> Prepared:
+        """Validate, then screen, admit and look the request up concurrently.
+
+        ``edge_screening`` is the digest the security service set at the edge after it
+        found nothing to block or redact. When it names this model, its attributes and
+        these prompt texts, the ScreenPrompt call is skipped.
+        """
         validate(request)
         group = self.group(request["model"])
         preferences, routed_request = routing_preferences(request)
@@ -251,14 +262,17 @@ class Pipeline:
         lookups = []
         if self.cache is not None and (request.get("n") or 1) == 1:
             lookups.append(self.cache.lookup(context.principal.tenant, request_json, self.semantic_cache))
+        pairs = list(zip(roles, texts, strict=True))
+        if edge_screening and edge_screening == screened_digest(group.name, group.attributes, pairs):
+            metrics.SCREENINGS.labels("edge").inc()
+            screen = _clean_screening()
+        else:
+            metrics.SCREENINGS.labels("router").inc()
+            screen = self.security.screen(
+                context.request_id, context.principal, group.name, dict(group.attributes), pairs
+            )
         results = await asyncio.gather(
-            self.security.screen(
-                context.request_id,
-                context.principal,
-                group.name,
-                dict(group.attributes),
-                list(zip(roles, texts, strict=True)),
-            ),
+            screen,
             self.metering.admit(admit),
             *lookups,
             return_exceptions=True,

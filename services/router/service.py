@@ -17,6 +17,7 @@ from google.api import httpbody_pb2
 
 from libs.errors import ERROR_BODY_METADATA, AuthenticationError, GatewayError, InternalError, InvalidRequestError
 from libs.principal import Principal
+from libs.screening import SCREENED_HEADER
 from services.router.convert import chunk_to_message, completion_to_message, params_to_request
 from services.router.openai_request import parse_body
 from services.router.pipeline import Outcome, Pipeline, RequestContext, StreamRun
@@ -96,7 +97,10 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                 param="stream",
                 openai_code="invalid_type",
             )
-        prepared = await self.pipeline.prepare(request_context, body)
+        edge_screening = next(
+            (str(value) for key, value in context.invocation_metadata() or () if key == SCREENED_HEADER), None
+        )
+        prepared = await self.pipeline.prepare(request_context, body, edge_screening)
 
         if not stream:
             answer, outcome = await self.pipeline.complete(prepared)

@@ -26,6 +26,10 @@ class SecurityConfig:
     """Seconds a Cerbos decision is reused for the same key, model and attributes
     (``SECURITY_POLICY_CACHE_TTL_S``, default 5; 0 sends every check to the PDP). A policy
     change takes effect within this time."""
+    catalog_path: str | None
+    """The router's model catalog (``SECURITY_CATALOG``). With it, chat prompts whose body
+    comes with the ext_authz call are screened there, and the router skips ScreenPrompt
+    for those that pass unchanged. Unset: the router screens every prompt."""
     drain_s: float
     """Seconds between NOT_SERVING and stop on SIGTERM (``SECURITY_DRAIN_S``)."""
     log_level: str
@@ -43,6 +47,7 @@ class SecurityConfig:
             cerbos_address=env.address("CERBOS_ADDR", "127.0.0.1:3593"),
             key_cache_ttl_s=env.float("KEY_CACHE_TTL_S", 30.0),
             policy_cache_ttl_s=env.float("POLICY_CACHE_TTL_S", 5.0),
+            catalog_path=env.optional("CATALOG"),
             drain_s=env.float("DRAIN_S", 5.0),
             log_level=env.str("LOG_LEVEL", "INFO"),
         )

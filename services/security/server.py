@@ -10,6 +10,7 @@ from services.security.apikeys import ApiKeyStore
 from services.security.audit import AuditLog
 from services.security.authz import ModelAuthorizer
 from services.security.config import SecurityConfig
+from services.security.edge_screening import EdgeScreener, load_model_attributes
 from services.security.injection import InjectionDetector
 from services.security.pii import PiiRedactor
 from services.security.service import AuthorizationServicer, SecurityServicer
@@ -26,7 +27,10 @@ async def build(config: SecurityConfig) -> ServiceSpec:
     audit = await AuditLog.open(config.database_url)
     authorizer = await ModelAuthorizer.connect(config.cerbos_address, decision_ttl_s=config.policy_cache_ttl_s)
     screening = SecurityServicer(keys, authorizer, PiiRedactor(), InjectionDetector(), audit)
-    edge = AuthorizationServicer(keys)
+    edge_screener = None
+    if config.catalog_path:
+        edge_screener = EdgeScreener(load_model_attributes(config.catalog_path), screening.screen_at_edge)
+    edge = AuthorizationServicer(keys, edge_screener)
 
     async def close() -> None:
         await audit.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -27,10 +27,12 @@ from libs.errors import (
     UnavailableError,
 )
 from libs.principal import Principal
+from libs.screening import SCREENED_HEADER
 from services.security import metrics
 from services.security.apikeys import ApiKeyRecord, ApiKeyStore
 from services.security.audit import AuditEvent, AuditLog
 from services.security.authz import ModelAuthorizer
+from services.security.edge_screening import EdgeScreener
 from services.security.injection import InjectionDetector, InjectionVerdict
 from services.security.pii import PiiRedactor, Redaction
 
@@ -87,8 +89,9 @@ def _denied(message: str, code: str, path: str) -> authz_pb.CheckResponse:
 class AuthorizationServicer(authz_grpc.AuthorizationServicer):
     """Envoy ext_authz: verify the API key and hand the principal to the edge as headers."""
 
-    def __init__(self, keys: ApiKeyStore) -> None:
+    def __init__(self, keys: ApiKeyStore, edge_screener: EdgeScreener | None = None) -> None:
         self.keys = keys
+        self.edge_screener = edge_screener
 
     async def Check(  # noqa: N802 - name fixed by Envoy's API
         self, request: authz_pb.CheckRequest, context: grpc.aio.ServicerContext
@@ -114,6 +117,13 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
             )
 
         metrics.AUTH_DECISIONS.labels("allowed").inc()
+        added = principal.to_headers()
+        if self.edge_screener is not None:
+            digest = await self.edge_screener.digest(
+                request.attributes.request.http, headers.get("x-request-id", ""), principal
+            )
+            if digest is not None:
+                added[SCREENED_HEADER] = digest
         return authz_pb.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=authz_pb.OkHttpResponse(
@@ -122,7 +132,7 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
                         header=core_pb.HeaderValue(key=key, value=value),
                         append_action=core_pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                     )
-                    for key, value in principal.to_headers().items()
+                    for key, value in added.items()
                 ],
                 headers_to_remove=["authorization", "x-api-key", "api-key"],
             ),
@@ -194,26 +204,8 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
         principal = _principal(request.principal)
         if not request.model:
             raise InvalidRequestError("model is required", reason="MISSING_MODEL", param="model")
-
-        # The policy check is a network call: start it, screen the texts meanwhile.
-        policy = asyncio.ensure_future(
-            self.authorizer.can_invoke(principal, request.model, dict(request.model_attributes))
-        )
-        try:
-            if sum(len(item.text) for item in request.texts) > INLINE_SCREEN_CHARS:
-                # A large prompt takes long enough to screen that the event loop would
-                # stall every other call; screen it in a worker thread.
-                verdict, redaction = await asyncio.to_thread(self._screen_texts, request.texts)
-            else:
-                verdict, redaction = self._screen_texts(request.texts)
-            allowed = await policy
-        except Exception as exc:
-            policy.cancel()
-            if isinstance(exc, (ConnectionError, OSError, TimeoutError, grpc.aio.AioRpcError)):
-                raise UnavailableError(
-                    "the authorization policy engine is unavailable", reason="POLICY_UNAVAILABLE", retry_after_s=1.0
-                ) from exc
-            raise
+        texts = [(item.role, item.text) for item in request.texts]
+        allowed, verdict, redaction = await self._evaluate(principal, request.model, request.model_attributes, texts)
 
         event = AuditEvent(
             request_id=request.request_id,
@@ -264,15 +256,70 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             pii_counts=redaction.counts,
         )
 
-    def _screen_texts(self, texts: Sequence[pb.PromptText]) -> tuple[InjectionVerdict | None, Redaction]:
+    async def screen_at_edge(
+        self,
+        request_id: str,
+        principal: Principal,
+        model: str,
+        attributes: Mapping[str, str],
+        texts: list[tuple[str, str]],
+    ) -> bool:
+        """Screen a prompt during the ext_authz check; return True when it may go out unchanged.
+
+        Such a prompt is counted and audited as allowed here. Any other outcome records
+        nothing and returns False: the router then calls ScreenPrompt, which records it.
+        """
+        allowed, verdict, redaction = await self._evaluate(principal, model, attributes, texts)
+        if not allowed or verdict is not None or redaction.mapping:
+            return False
+        metrics.SCREEN_DECISIONS.labels("allowed").inc()
+        self.audit.record(
+            AuditEvent(
+                request_id=request_id,
+                tenant=principal.tenant,
+                key_id=principal.key_id,
+                model=model,
+                action="invoke",
+                decision="allowed",
+                reason="",
+                pii_counts={},
+                injection_technique=None,
+            )
+        )
+        return True
+
+    async def _evaluate(
+        self, principal: Principal, model: str, attributes: Mapping[str, str], texts: list[tuple[str, str]]
+    ) -> tuple[bool, InjectionVerdict | None, Redaction]:
+        """Return the policy decision, the injection verdict and the redaction of ``texts``."""
+        # The policy check is a network call: start it, screen the texts meanwhile.
+        policy = asyncio.ensure_future(self.authorizer.can_invoke(principal, model, dict(attributes)))
+        try:
+            if sum(len(text) for _, text in texts) > INLINE_SCREEN_CHARS:
+                # A large prompt takes long enough to screen that the event loop would
+                # stall every other call; screen it in a worker thread.
+                verdict, redaction = await asyncio.to_thread(self._screen_texts, texts)
+            else:
+                verdict, redaction = self._screen_texts(texts)
+            allowed = await policy
+        except Exception as exc:
+            policy.cancel()
+            if isinstance(exc, (ConnectionError, OSError, TimeoutError, grpc.aio.AioRpcError)):
+                raise UnavailableError(
+                    "the authorization policy engine is unavailable", reason="POLICY_UNAVAILABLE", retry_after_s=1.0
+                ) from exc
+            raise
+        return allowed, verdict, redaction
+
+    def _screen_texts(self, texts: Sequence[tuple[str, str]]) -> tuple[InjectionVerdict | None, Redaction]:
         verdict = None
-        for item in texts:
-            if item.role in SCREENED_ROLES or not item.role:
-                candidate = self.detector.scan(item.text)
+        for role, text in texts:
+            if role in SCREENED_ROLES or not role:
+                candidate = self.detector.scan(text)
                 if candidate.blocked:
                     verdict = candidate
                     break
-        return verdict, self.redactor.redact([item.text for item in texts])
+        return verdict, self.redactor.redact([text for _, text in texts])
 
     async def CreateApiKey(  # noqa: N802 - name fixed by the proto
         self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext

@@ -283,3 +283,13 @@ def test_run_rejects_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert code == 2
     assert "AIGW_ENVOY_PORT='eighty' is not a TCP port" in capsys.readouterr().err
+
+
+def test_security_reads_the_router_catalog(tmp_path: Path) -> None:
+    stack = Stack(data_dir=tmp_path, environ={"ROUTER_CATALOG": "/etc/aigw/catalog.yaml"})
+    stack.database_urls = {"security": "", "cache": "", "metering": ""}
+    disabled = Stack(data_dir=tmp_path, environ={"SECURITY_CATALOG": ""})
+    disabled.database_urls = stack.database_urls
+
+    assert stack._security().env["SECURITY_CATALOG"] == "/etc/aigw/catalog.yaml"
+    assert disabled._security().env["SECURITY_CATALOG"] == ""

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from libs.errors import InvalidRequestError
-from services.router.openai_request import iter_prompt_texts, parse_body, replace_prompt_texts, validate
+from libs.screening import iter_prompt_texts
+from services.router.openai_request import parse_body, replace_prompt_texts, validate
 
 
 def _request(**overrides: Any) -> dict[str, Any]:

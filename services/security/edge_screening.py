@@ -1,0 +1,104 @@
+"""Screening of OpenAI chat requests inside Envoy's ext_authz call.
+
+Envoy sends the request body with the Check call (up to its `with_request_body` limit).
+When the body is whole, names a model of the catalog and its prompt passes the policy
+and injection checks with nothing to redact, the check returns the
+:data:`~libs.screening.SCREENED_HEADER` digest, and the router does not call
+ScreenPrompt. Every other request (PII to redact, a denial, a cut body, another API
+surface) gets no digest and is screened by the router as before, so the errors and the
+audit events of those requests do not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from libs.config import ConfigError
+from libs.principal import Principal
+from libs.screening import prompt_roles_and_texts, screened_digest
+
+logger = logging.getLogger(__name__)
+
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+# Envoy sets this request header on the Check call when the body was cut at the limit.
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+
+ScreenClean = Callable[[str, Principal, str, Mapping[str, str], list[tuple[str, str]]], Awaitable[bool]]
+"""Screens a prompt; True when it may go to the provider unchanged (audited as allowed)."""
+
+
+def load_model_attributes(path: str | Path) -> dict[str, dict[str, str]]:
+    """Return each model group's name with its attributes, read from the router's catalog.
+
+    Only plain string attributes are read. A group whose attributes use `${VAR}` is left
+    out: the router expands those, and its digest would differ anyway.
+    """
+    try:
+        document = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"SECURITY_CATALOG={path}: cannot read the model catalog ({exc})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"SECURITY_CATALOG={path}: the model catalog is not a mapping with `models`")
+    models: dict[str, dict[str, str]] = {}
+    for entry in document.get("models") or ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        raw = entry.get("attributes") or {}
+        if not isinstance(raw, dict):
+            continue
+        attributes = {str(key): str(value) for key, value in raw.items() if not isinstance(value, dict | list)}
+        if len(attributes) != len(raw) or any("${" in value for value in attributes.values()):
+            continue
+        models[entry["name"]] = attributes
+    return models
+
+
+class EdgeScreener:
+    """Screens chat requests whose whole body came with the ext_authz call."""
+
+    def __init__(self, model_attributes: Mapping[str, Mapping[str, str]], screen_clean: ScreenClean) -> None:
+        self.model_attributes = model_attributes
+        self.screen_clean = screen_clean
+
+    async def digest(self, http: Any, request_id: str, principal: Principal) -> str | None:
+        """Return the screened digest for the Check call's HTTP request, or None to leave it to the router."""
+        if http.method != "POST" or http.path.split("?", 1)[0] != CHAT_COMPLETIONS_PATH:
+            return None
+        if http.headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":
+            return None
+        body = http.raw_body or http.body.encode()
+        request = _chat_request(body)
+        if request is None:
+            return None
+        attributes = self.model_attributes.get(request["model"])
+        if attributes is None:
+            return None
+        texts = prompt_roles_and_texts(request)
+        try:
+            clean = await self.screen_clean(request_id, principal, request["model"], attributes, texts)
+        except Exception:
+            # The router screens it again and reports the failure in the API's shape.
+            logger.debug("edge screening failed; left to the router", exc_info=True)
+            return None
+        return screened_digest(request["model"], attributes, texts) if clean else None
+
+
+def _chat_request(body: bytes) -> dict[str, Any] | None:
+    if not body:
+        return None
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(request, dict) or not isinstance(request.get("model"), str):
+        return None
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(item, dict) for item in messages):
+        return None
+    return request
