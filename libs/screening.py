@@ -1,4 +1,4 @@
-"""What the security service and the router agree on about screening a chat prompt.
+"""Shared rules of the security service and the router for screening a chat prompt.
 
 The security service can screen an OpenAI chat request at the edge, in Envoy's ext_authz
 call, when the body arrived whole. For a prompt that passes with nothing to redact it
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 SCREENED_HEADER = "x-aigw-screened"
-"""Set by the security service at the edge; the edge removes it from client requests."""
+"""Request header that the security service sets at the edge. The edge removes it from client requests."""
 
 # Locations of prompt text, as (message index, part index or -1 for a string content).
 TextSlot = tuple[int, int]

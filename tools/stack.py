@@ -648,7 +648,7 @@ class Stack:
             {
                 "SECURITY_DATABASE_URL": self.database_urls["security"],
                 "SECURITY_CERBOS_ADDR": self.cerbos_address,
-                # The router's catalog, for screening in the ext_authz call; an empty
+                # The router's catalog, for screening in the ext_authz call. An empty
                 # SECURITY_CATALOG in the environment turns that off.
                 "SECURITY_CATALOG": self.environ.get("SECURITY_CATALOG", self._catalog_path()),
             },

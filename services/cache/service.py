@@ -239,7 +239,7 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
     async def StoreBatch(  # noqa: N802 - name fixed by the proto
         self, request: pb.StoreBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.StoreBatchResponse:
-        """Store each entry as Store would, concurrently; an entry that fails gets its own error."""
+        """Store each entry as Store would, concurrently. An entry that fails gets its own error."""
         count = len(request.entries)
         if count > MAX_BATCH:
             raise InvalidRequestError(

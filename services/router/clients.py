@@ -31,10 +31,14 @@ from libs.principal import Principal
 logger = logging.getLogger(__name__)
 
 
-# Settlements per SettleBatch call and answers per StoreBatch call; the services take
-# at most 1,000. Stores are smaller batches because each answer can be large.
+# Settlements per SettleBatch call and responses per StoreBatch call. The services take
+# at most 1,000, and store batches are smaller because each response can be large.
 SETTLE_BATCH_SIZE = 256
 STORE_BATCH_SIZE = 32
+
+# Maximum number of responses waiting for StoreBatch. Beyond it, responses are not
+# cached, because the cache service is slow or down.
+MAX_PENDING_STORES = 10_000
 
 # How long the router relies on the metering service's report that it sets no rate
 # limit. A limit configured later applies to keys without a budget after at most this.
@@ -139,6 +143,7 @@ class CacheClient:
         self.timeout_s = timeout_s
         self.batch_size = batch_size
         self.pending: list[cache_pb.StoreRequest] = []
+        self.dropped = 0
         self._sender: asyncio.Task[None] | None = None
 
     async def lookup(self, tenant: str, request_json: bytes, allow_semantic: bool) -> CacheAnswer | None:
@@ -159,11 +164,17 @@ class CacheClient:
         return None
 
     def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
-        """Queue a complete response for storing; failures are logged, never raised.
+        """Queue a complete response for the cache. A failed store is logged, not raised.
 
         One sender task sends what has queued while its previous call was in flight, so
-        an idle gateway stores each answer at once and a busy one many per call.
+        an idle gateway stores each response at once and a busy one many per call. While
+        MAX_PENDING_STORES wait, new responses are dropped: the cache is an optimisation.
         """
+        if len(self.pending) >= MAX_PENDING_STORES:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                logger.warning("cache store queue full; responses dropped", extra={"dropped": self.dropped})
+            return
         self.pending.append(
             cache_pb.StoreRequest(
                 tenant=tenant, request_json=request_json, response_json=response_json, allow_semantic=allow_semantic
@@ -242,7 +253,7 @@ class MeteringClient:
         """Return whether the metering service sets no rate limit, as last reported."""
         now = time.monotonic()
         if now >= self._limits_checked_at + LIMITS_TTL_S and (self._limits_task is None or self._limits_task.done()):
-            # Refreshed in the background: until the first answer, and after a failed
+            # Refreshed in the background. Until the first response, and after a failed
             # refresh, every request goes through Admit.
             self._limits_checked_at = now
             self._limits_task = asyncio.get_running_loop().create_task(self._refresh_limits())

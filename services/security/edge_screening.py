@@ -30,7 +30,7 @@ CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
 ScreenClean = Callable[[str, Principal, str, Mapping[str, str], list[tuple[str, str]]], Awaitable[bool]]
-"""Screens a prompt; True when it may go to the provider unchanged (audited as allowed)."""
+"""Screens a prompt and returns True when it may go to the provider unchanged (audited as allowed)."""
 
 
 def load_model_attributes(path: str | Path) -> dict[str, dict[str, str]]:
@@ -67,7 +67,7 @@ class EdgeScreener:
         self.screen_clean = screen_clean
 
     async def digest(self, http: Any, request_id: str, principal: Principal) -> str | None:
-        """Return the screened digest for the Check call's HTTP request, or None to leave it to the router."""
+        """Screen the Check call's HTTP request and return its digest, or None to leave it to the router."""
         if http.method != "POST" or http.path.split("?", 1)[0] != CHAT_COMPLETIONS_PATH:
             return None
         if http.headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":

@@ -264,7 +264,7 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
         attributes: Mapping[str, str],
         texts: list[tuple[str, str]],
     ) -> bool:
-        """Screen a prompt during the ext_authz check; return True when it may go out unchanged.
+        """Screen a prompt during the ext_authz check and return True when it may go out unchanged.
 
         Such a prompt is counted and audited as allowed here. Any other outcome records
         nothing and returns False: the router then calls ScreenPrompt, which records it.

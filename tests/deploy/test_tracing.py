@@ -187,8 +187,8 @@ def test_router_calls_are_child_spans(receiver: tuple[TraceReceiver, int], trace
     spans = _wait_for_services(spans_receiver, trace_id, {"edge", "router", "security", "cache", "metering"})
     by_id = {span.span_id: span for span in spans}
 
-    # security serves Envoy's ext_authz check, which screens this clean prompt too, so
-    # the router does not call it; cache and metering are called by the router.
+    # security serves Envoy's ext_authz check, which screens this clean prompt too. So
+    # the router does not call security here, but it calls cache and metering.
     for callee, caller in (("security", "edge"), ("cache", "router"), ("metering", "router")):
         servers = [s for s in spans if s.service == callee and s.kind == SPAN_KIND_SERVER]
         parents = {by_id[s.parent_span_id].service for s in servers if s.parent_span_id in by_id}

@@ -183,7 +183,7 @@ async def test_invalid_arguments(cache_stub: Any, call: str, reason: str, field:
     assert _reason(caught.value) == (reason, field)
 
 
-async def test_store_batch_stores_each_entry_and_reports_bad_ones(cache_stub: Any) -> None:
+async def test_store_batch_reports_each_entry(cache_stub: Any) -> None:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     first = _request("Name a prime number between ten and twenty.")
     second = _request("What colour is a ripe banana?")

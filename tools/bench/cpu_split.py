@@ -1,9 +1,9 @@
 """CPU per request of each process of the gateway under load: ``python -m tools.bench.cpu_split``.
 
-Starts the simulator and one gateway stack (as ``make bench`` does), sends the *no cache
-hit* workload with wrk at 32 connections, and prints the CPU milliseconds per request
-that each process tree (Envoy, each service, Cerbos, PostgreSQL, the simulator) used,
-from /proc before and after the load. It shows where a request's CPU goes, which the
+Starts the simulator and one gateway stack (as ``make bench`` does) and sends the *no
+cache hit* workload with wrk at 32 connections. It then prints the CPU milliseconds per
+request that each process tree used (Envoy, each service, Cerbos, PostgreSQL, the
+simulator), read from /proc before and after the load. It shows where a request's CPU goes, which the
 benchmark's single total does not.
 """
 

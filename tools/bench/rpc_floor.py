@@ -1,8 +1,8 @@
 """CPU cost of one trivial gRPC call in Python: ``python -m tools.bench.rpc_floor``.
 
 Starts a grpc.aio server with an empty handler (the cache service's GetStats) in a
-child process on 127.0.0.1, calls it from this process on uvloop, one at a time and
-32 at a time, and prints the calls per second and the CPU microseconds per call on each
+child process on 127.0.0.1 and calls it from this process on uvloop, one at a time and
+32 at a time. It prints the calls per second and the CPU microseconds per call on each
 side. Every internal hop of the gateway costs at least this much, whatever the handler
 does.
 """

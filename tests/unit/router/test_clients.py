@@ -67,7 +67,7 @@ def _admit(budget_usd: float | None = None) -> metering_pb.AdmitRequest:
     return metering_pb.AdmitRequest(request_id="r", principal=principal, model="m")
 
 
-async def test_settlements_queued_during_a_call_share_the_next_one() -> None:
+async def test_queued_settlements_share_a_call() -> None:
     fake = FakeMetering()
     client = _metering(fake)
 
@@ -94,7 +94,7 @@ async def test_failed_batch_is_retried_from_the_outbox() -> None:
     assert not client.outbox
 
 
-async def test_admission_skipped_only_for_keys_without_budget_while_unlimited() -> None:
+async def test_admission_skipped_without_budget_or_limits() -> None:
     fake = FakeMetering()
     client = _metering(fake)
 
@@ -161,3 +161,17 @@ async def test_cache_stores_are_batched_and_flushed() -> None:
     assert sum(fake.batches) == 20
     assert max(fake.batches) <= 8
     assert len(fake.batches) < 20
+
+
+async def test_cache_store_queue_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clients, "MAX_PENDING_STORES", 3)
+    fake = FakeCache()
+    client = CacheClient("127.0.0.1:9", batch_size=8)
+    client.stub = fake  # type: ignore[assignment]
+
+    for n in range(6):
+        client.store("acme", b'{"n": %d}' % n, b"{}")
+    await client.close()
+
+    assert client.dropped == 3
+    assert sum(fake.batches) == 3

@@ -65,7 +65,7 @@ async def test_left_to_the_router(http: SimpleNamespace) -> None:
     assert await EdgeScreener(ATTRIBUTES, Recorder()).digest(http, "req-1", PRINCIPAL) is None
 
 
-async def test_prompt_that_is_not_clean_or_fails_gets_no_digest() -> None:
+async def test_no_digest_without_clean_screening() -> None:
     for screen in (Recorder(clean=False), Recorder(error=ConnectionError("policy engine down"))):
         assert await EdgeScreener(ATTRIBUTES, screen).digest(_http(), "req-1", PRINCIPAL) is None
 
