@@ -88,3 +88,17 @@ def test_client_cannot_send_the_screened_header(gateway: Any) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "prompt_injection_detected"
+
+
+def test_body_over_the_check_limit_is_screened_by_the_router(gateway: Any, client: openai.OpenAI) -> None:
+    # Envoy sends at most 64 KiB of the body with the check; the rest of this prompt
+    # never reaches the edge screening, so the router must screen it all.
+    filler = "The river runs past the old mill and under the stone bridge. " * 1400
+    before = _screenings(gateway)
+
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"{filler} {uuid.uuid4().hex[:8]}"}]
+    )
+
+    assert len(filler) > 64 * 1024
+    assert _delta(before, _screenings(gateway)) == {"edge": 0.0, "router": 1.0}
