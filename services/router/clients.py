@@ -12,7 +12,9 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import grpc
 from aigateway.cache.v1 import cache_service_pb2 as cache_pb
@@ -29,6 +31,8 @@ from libs.logs import request_id_var
 from libs.principal import Principal
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # Settlements per SettleBatch call and responses per StoreBatch call. The services take
@@ -123,6 +127,38 @@ class SecurityClient:
         await self.channel.close()
 
 
+class Batcher(Generic[T]):
+    """Queue of items that one task sends in batches.
+
+    The task sends whatever queued while its previous call was in flight, so an idle
+    gateway sends each item at once and a busy one sends many per call.
+    """
+
+    def __init__(self, send: Callable[[list[T]], Awaitable[None]], batch_size: int) -> None:
+        """``send`` sends one batch and handles its own failures."""
+        self.send = send
+        self.batch_size = batch_size
+        self.pending: list[T] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, item: T) -> None:
+        """Queue ``item`` and start the sending task when it is not running."""
+        self.pending.append(item)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
+        while self.pending:
+            batch = self.pending[: self.batch_size]
+            del self.pending[: self.batch_size]
+            await self.send(batch)
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait (bounded) until the queued items are sent."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task], timeout=timeout_s)
+
+
 @dataclass(frozen=True)
 class CacheAnswer:
     """A cached response."""
@@ -141,10 +177,8 @@ class CacheClient:
         self.channel = insecure_channel(address)
         self.stub = cache_grpc.CacheServiceStub(self.channel)
         self.timeout_s = timeout_s
-        self.batch_size = batch_size
-        self.pending: list[cache_pb.StoreRequest] = []
+        self.stores = Batcher(self._store_batch, batch_size)
         self.dropped = 0
-        self._sender: asyncio.Task[None] | None = None
 
     async def lookup(self, tenant: str, request_json: bytes, allow_semantic: bool) -> CacheAnswer | None:
         """Return the cached response, or None on a miss or when the cache is unavailable."""
@@ -166,42 +200,32 @@ class CacheClient:
     def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
         """Queue a complete response for the cache. A failed store is logged, not raised.
 
-        One sender task sends what has queued while its previous call was in flight, so
-        an idle gateway stores each response at once and a busy one many per call. While
-        MAX_PENDING_STORES wait, new responses are dropped: the cache is an optimisation.
+        While MAX_PENDING_STORES wait, new responses are dropped: the cache is an optimisation.
         """
-        if len(self.pending) >= MAX_PENDING_STORES:
+        if len(self.stores.pending) >= MAX_PENDING_STORES:
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 logger.warning("cache store queue full; responses dropped", extra={"dropped": self.dropped})
             return
-        self.pending.append(
+        self.stores.add(
             cache_pb.StoreRequest(
                 tenant=tenant, request_json=request_json, response_json=response_json, allow_semantic=allow_semantic
             )
         )
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
-    async def _send_pending(self) -> None:
-        while self.pending:
-            batch = self.pending[: self.batch_size]
-            del self.pending[: self.batch_size]
-            try:
-                response = await self.stub.StoreBatch(
-                    cache_pb.StoreBatchRequest(entries=batch), timeout=self.timeout_s * 5
-                )
-            except grpc.aio.AioRpcError as exc:
-                logger.warning("cache store failed", extra={"grpc_code": exc.code().name, "entries": len(batch)})
-                continue
-            failed = sum(1 for result in response.results if result.HasField("error"))
-            if failed:
-                logger.warning("cache store failed", extra={"entries": failed})
+    async def _store_batch(self, batch: list[cache_pb.StoreRequest]) -> None:
+        try:
+            response = await self.stub.StoreBatch(cache_pb.StoreBatchRequest(entries=batch), timeout=self.timeout_s * 5)
+        except grpc.aio.AioRpcError as exc:
+            logger.warning("cache store failed", extra={"grpc_code": exc.code().name, "entries": len(batch)})
+            return
+        failed = sum(1 for result in response.results if result.HasField("error"))
+        if failed:
+            logger.warning("cache store failed", extra={"entries": failed})
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) until the queued responses are sent."""
-        if self._sender is not None and not self._sender.done():
-            await asyncio.wait([self._sender], timeout=timeout_s)
+        await self.stores.flush(timeout_s)
 
     async def close(self) -> None:
         """Send what is queued (bounded), then close the channel."""
@@ -212,11 +236,9 @@ class CacheClient:
 class MeteringClient:
     """Admission (budgets, rate limits) and durable settlement of usage.
 
-    Settlements are sent in batches: one sender task sends whatever has queued while
-    its previous call was in flight, so an idle gateway sends each at once and a busy
-    one sends many per call. A batch that fails goes to an outbox that is retried with
-    backoff in the background, so usage is not lost while the metering service is down
-    for a while.
+    Settlements are sent in batches (see Batcher). A batch that fails goes to an outbox
+    that is retried with backoff in the background, so usage is not lost while the
+    metering service is down for a while.
     """
 
     def __init__(
@@ -226,11 +248,10 @@ class MeteringClient:
         self.stub = metering_grpc.MeteringServiceStub(self.channel)
         self.timeout_s = timeout_s
         self.batch_size = batch_size
-        self.pending: list[metering_pb.SettleRequest] = []
+        self.settlements = Batcher(self._send_settlements, batch_size)
         self.outbox: deque[metering_pb.SettleRequest] = deque()
         self.outbox_limit = outbox_limit
         self.dropped = 0
-        self._sender: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._limits_checked_at = -LIMITS_TTL_S
         self._limits_task: asyncio.Task[None] | None = None
@@ -270,23 +291,18 @@ class MeteringClient:
 
     def settle(self, message: metering_pb.SettleRequest) -> None:
         """Send the settlement in the background; keep it in the outbox until it is written."""
-        self.pending.append(message)
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
+        self.settlements.add(message)
 
-    async def _send_pending(self) -> None:
-        while self.pending:
-            batch = self.pending[: self.batch_size]
-            del self.pending[: self.batch_size]
-            try:
-                await self._settle_batch(batch)
-            except grpc.aio.AioRpcError as exc:
-                for message in batch:
-                    self._enqueue(message)
-                logger.warning(
-                    "settlements failed; queued for retry",
-                    extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)},
-                )
+    async def _send_settlements(self, batch: list[metering_pb.SettleRequest]) -> None:
+        try:
+            await self._settle_batch(batch)
+        except grpc.aio.AioRpcError as exc:
+            for message in batch:
+                self._enqueue(message)
+            logger.warning(
+                "settlements failed; queued for retry",
+                extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)},
+            )
 
     async def _settle_batch(self, batch: list[metering_pb.SettleRequest]) -> None:
         """Send one batch; raise AioRpcError when it must be retried."""
@@ -328,10 +344,12 @@ class MeteringClient:
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Wait for pending settlements (bounded), then close the channel."""
-        pending = [task for task in (self._sender, self._worker) if task is not None]
-        if pending:
-            await asyncio.wait(pending, timeout=flush_timeout_s)
-        undelivered = len(self.outbox) + len(self.pending)
+        started = time.monotonic()
+        await self.settlements.flush(flush_timeout_s)
+        if self._worker is not None and not self._worker.done():
+            remaining_s = max(0.0, flush_timeout_s - (time.monotonic() - started))
+            await asyncio.wait([self._worker], timeout=remaining_s)
+        undelivered = len(self.outbox) + len(self.settlements.pending)
         if undelivered:
             # NOTE: settlements still queued here are lost with the process; a disk spool
             # would keep them across restarts.

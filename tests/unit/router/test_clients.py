@@ -86,7 +86,7 @@ async def test_failed_batch_is_retried_from_the_outbox() -> None:
 
     client.settle(metering_pb.SettleRequest(request_id="kept"))
     await asyncio.sleep(0.05)
-    assert list(item.request_id for item in client.outbox) == ["kept"]
+    assert [item.request_id for item in client.outbox] == ["kept"]
     fake.down = False
     await client.close(flush_timeout_s=2.0)
 
