@@ -306,9 +306,16 @@ class MeteringClient:
 
     async def _settle_batch(self, batch: list[metering_pb.SettleRequest]) -> None:
         """Send one batch; raise AioRpcError when it must be retried."""
-        response = await self.stub.SettleBatch(
-            metering_pb.SettleBatchRequest(settlements=batch), timeout=self.timeout_s
-        )
+        try:
+            response = await self.stub.SettleBatch(
+                metering_pb.SettleBatchRequest(settlements=batch), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            # A metering service older than SettleBatch, during a rolling upgrade.
+            await self._settle_one_by_one(batch)
+            return
         for message, result in zip(batch, response.results, strict=False):
             if result.HasField("error"):
                 # Invalid settlements cannot succeed later; the metering service logged the field.
@@ -316,6 +323,20 @@ class MeteringClient:
                     "settlement rejected",
                     extra={"settlement_request_id": message.request_id, "grpc_code": result.error.code},
                 )
+
+    async def _settle_one_by_one(self, batch: list[metering_pb.SettleRequest]) -> None:
+        for index, message in enumerate(batch):
+            try:
+                await self.stub.Settle(message, timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    logger.error("settlement rejected", extra={"settlement_request_id": message.request_id})
+                    continue
+                # Retry from this settlement on: the ones before it are written.
+                for rest in batch[index:]:
+                    self._enqueue(rest)
+                logger.warning("settlements failed; queued for retry", extra={"grpc_code": exc.code().name})
+                return
 
     def _enqueue(self, message: metering_pb.SettleRequest) -> None:
         if len(self.outbox) >= self.outbox_limit:

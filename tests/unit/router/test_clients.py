@@ -175,3 +175,30 @@ async def test_cache_store_queue_is_bounded(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert client.dropped == 3
     assert sum(fake.batches) == 3
+
+
+class OlderMetering(FakeMetering):
+    """A metering service from before SettleBatch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled: list[str] = []
+
+    async def SettleBatch(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata(), "no")
+
+    async def Settle(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        self.settled.append(request.request_id)
+        return metering_pb.SettleResponse(recorded=True)
+
+
+async def test_older_metering_gets_one_settle_each() -> None:
+    fake = OlderMetering()
+    client = _metering(fake)
+
+    for n in range(3):
+        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
+    await client.close()
+
+    assert fake.settled == ["r0", "r1", "r2"]
+    assert not client.outbox
