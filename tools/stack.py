@@ -819,6 +819,7 @@ def run(environ: Mapping[str, str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        _progress("stopped")
     return code
 
 
