@@ -122,8 +122,18 @@ function envoy_on_response(response_handle)
   end
   local status = tonumber(headers:get(":status")) or 200
   if status < 400 then
-    -- The transcoder leaves grpc-status and grpc-message on unary responses.
+    -- The transcoder leaves grpc-status and grpc-message on unary responses, and
+    -- grpc-accept-encoding on every response.
     remove_grpc_fields(headers)
+    headers:remove("grpc-accept-encoding")
+    -- Streamed responses end with the router's trailers: the cost stays, the gRPC
+    -- status goes. Iterating the chunks passes each one on as it arrives, unbuffered.
+    for _ in response_handle:bodyChunks() do
+    end
+    local trailers = response_handle:trailers()
+    if trailers ~= nil then
+      remove_grpc_fields(trailers)
+    end
     return
   end
   -- The router sets the body as trailing metadata. A trailers-only gRPC response
