@@ -267,8 +267,8 @@ class Ledger:
         if not fresh:
             return results
         if len(self.outbox):
+            self.outbox.add_many([records[index] for index in fresh.values()])
             for index in fresh.values():
-                self.outbox.add(records[index])
                 results[index] = None
             return results
         rows = [records[index] for index in fresh.values()]
@@ -281,8 +281,8 @@ class Ledger:
                 "usage ledger write failed; queued the settlements for retry",
                 extra={"settlements": len(rows), "error": repr(exc)},
             )
+            self.outbox.add_many(rows)
             for index in fresh.values():
-                self.outbox.add(records[index])
                 results[index] = None
             return results
         for request_id, index in fresh.items():

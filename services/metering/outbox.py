@@ -67,17 +67,23 @@ class Outbox:
         Raises UnavailableError (reason LEDGER_UNAVAILABLE) when the queue is full, so the
         caller keeps the usage and retries instead of losing it here.
         """
-        if record.request_id in self._rows:
-            return
-        if len(self._rows) >= self.max_rows:
+        self.add_many([record])
+
+    def add_many(self, records: Sequence[UsageRecord]) -> None:
+        """Queue every record, or none of them: raise UnavailableError when they do not all fit."""
+        new = [record for record in records if record.request_id not in self._rows]
+        if len(self._rows) + len(new) > self.max_rows:
             raise UnavailableError(
-                f"the usage ledger is unavailable and {self.max_rows} settlements are already "
-                "waiting; retry later",
+                f"the usage ledger is unavailable and {len(self._rows)} of at most {self.max_rows} "
+                "settlements are already waiting; retry later",
                 reason="LEDGER_UNAVAILABLE",
                 metadata={"outbox_rows": str(self.max_rows)},
                 retry_after_s=5.0,
             )
-        self._rows[record.request_id] = record
+        for record in new:
+            self._rows[record.request_id] = record
+        if not new:
+            return
         metrics.OUTBOX_ROWS.set(len(self._rows))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._retry_until_empty())

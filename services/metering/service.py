@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -79,18 +80,10 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
         when the database is down and the outbox is full.
         """
         record = _usage_record(request)
-        key = ApiKey(record.tenant, record.key_id)
-
-        written = await self.ledger.record(record)
-        first = await self._settle_budget(key, record, written)
-        # When the row was queued, the ledger could not tell a repeat, so the budget
-        # store's settled marker decides.
-        recorded = first if written is None else written
-        if recorded:
-            await self._charge_tokens(key, record)
-            metrics.observe_settlement(record)
-
-        return pb.SettleResponse(recorded=recorded)
+        # Shielded for the same reason as SettleBatch. When the row was queued, the
+        # ledger could not tell a repeat, so the budget store's settled marker decides.
+        recorded = await asyncio.shield(self._write_and_settle([record]))
+        return pb.SettleResponse(recorded=recorded[0])
 
     async def SettleBatch(
         self, request: pb.SettleBatchRequest, context: grpc.aio.ServicerContext
@@ -120,16 +113,32 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
                 )
                 results[index].error.CopyFrom(error.to_status())
 
-        written = await self.ledger.record_many([record for _, record in valid])
-        for (index, record), row_written in zip(valid, written, strict=True):
+        # Shielded: a caller that times out must not stop the budget updates half way
+        # after the rows are written, because its retry then counts as a repeat.
+        recorded = await asyncio.shield(self._write_and_settle([record for _, record in valid]))
+        for (index, _), was_recorded in zip(valid, recorded, strict=True):
+            results[index].recorded = was_recorded
+        return pb.SettleBatchResponse(results=results)
+
+    async def _write_and_settle(self, records: list[UsageRecord]) -> list[bool]:
+        if len(records) == 1:
+            written = [await self.ledger.record(records[0])]
+        else:
+            written = await self.ledger.record_many(records)
+        return await self._settle_records(records, written)
+
+    async def _settle_records(self, records: list[UsageRecord], written: list[bool | None]) -> list[bool]:
+        """Settle the budget and token charges of written records; return which were recorded."""
+        recorded = []
+        for record, row_written in zip(records, written, strict=True):
             key = ApiKey(record.tenant, record.key_id)
             first = await self._settle_budget(key, record, row_written)
-            recorded = first if row_written is None else row_written
-            if recorded:
+            was_recorded = first if row_written is None else row_written
+            if was_recorded:
                 await self._charge_tokens(key, record)
                 metrics.observe_settlement(record)
-            results[index].recorded = recorded
-        return pb.SettleBatchResponse(results=results)
+            recorded.append(was_recorded)
+        return recorded
 
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext

@@ -38,6 +38,8 @@ T = TypeVar("T")
 # Settlements per SettleBatch call and responses per StoreBatch call. The services take
 # at most 1,000, and store batches are smaller because each response can be large.
 SETTLE_BATCH_SIZE = 256
+# Extra deadline per settlement of a SettleBatch call, on top of the client's timeout.
+SETTLE_SECONDS_PER_ITEM = 0.01
 STORE_BATCH_SIZE = 32
 
 # Maximum number of responses waiting for StoreBatch. Beyond it, responses are not
@@ -151,7 +153,11 @@ class Batcher(Generic[T]):
         while self.pending:
             batch = self.pending[: self.batch_size]
             del self.pending[: self.batch_size]
-            await self.send(batch)
+            try:
+                await self.send(batch)
+            except Exception:
+                # ``send`` handles the failures it expects; anything else is a bug to see.
+                logger.exception("sending a batch failed", extra={"items": len(batch)})
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until the queued items are sent."""
@@ -294,28 +300,29 @@ class MeteringClient:
         self.settlements.add(message)
 
     async def _send_settlements(self, batch: list[metering_pb.SettleRequest]) -> None:
-        try:
-            await self._settle_batch(batch)
-        except grpc.aio.AioRpcError as exc:
-            for message in batch:
-                self._enqueue(message)
-            logger.warning(
-                "settlements failed; queued for retry",
-                extra={"grpc_code": exc.code().name, "outbox": len(self.outbox)},
-            )
+        unsent = await self._settle_batch(batch)
+        for message in unsent:
+            self._enqueue(message)
+        if unsent:
+            logger.warning("settlements failed; queued for retry", extra={"outbox": len(self.outbox)})
 
-    async def _settle_batch(self, batch: list[metering_pb.SettleRequest]) -> None:
-        """Send one batch; raise AioRpcError when it must be retried."""
+    async def _settle_batch(self, batch: list[metering_pb.SettleRequest]) -> list[metering_pb.SettleRequest]:
+        """Send one batch and return the settlements that must be retried (none on success)."""
+        # The metering service updates budgets one settlement at a time after the insert.
+        timeout_s = self.timeout_s + len(batch) * SETTLE_SECONDS_PER_ITEM
         try:
             response = await self.stub.SettleBatch(
-                metering_pb.SettleBatchRequest(settlements=batch), timeout=self.timeout_s
+                metering_pb.SettleBatchRequest(settlements=batch), timeout=timeout_s
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            # A metering service older than SettleBatch, during a rolling upgrade.
-            await self._settle_one_by_one(batch)
-            return
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # A metering service older than SettleBatch, during a rolling upgrade.
+                return await self._settle_one_by_one(batch)
+            logger.warning("settlement batch failed", extra={"grpc_code": exc.code().name, "settlements": len(batch)})
+            return batch
+        except Exception:
+            logger.exception("settlement batch failed", extra={"settlements": len(batch)})
+            return batch
         for message, result in zip(batch, response.results, strict=False):
             if result.HasField("error"):
                 # Invalid settlements cannot succeed later; the metering service logged the field.
@@ -323,8 +330,9 @@ class MeteringClient:
                     "settlement rejected",
                     extra={"settlement_request_id": message.request_id, "grpc_code": result.error.code},
                 )
+        return []
 
-    async def _settle_one_by_one(self, batch: list[metering_pb.SettleRequest]) -> None:
+    async def _settle_one_by_one(self, batch: list[metering_pb.SettleRequest]) -> list[metering_pb.SettleRequest]:
         for index, message in enumerate(batch):
             try:
                 await self.stub.Settle(message, timeout=self.timeout_s)
@@ -332,11 +340,10 @@ class MeteringClient:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     logger.error("settlement rejected", extra={"settlement_request_id": message.request_id})
                     continue
-                # Retry from this settlement on: the ones before it are written.
-                for rest in batch[index:]:
-                    self._enqueue(rest)
-                logger.warning("settlements failed; queued for retry", extra={"grpc_code": exc.code().name})
-                return
+                # The ones before this settlement are written; retry from it on.
+                logger.warning("settlement failed", extra={"grpc_code": exc.code().name})
+                return batch[index:]
+        return []
 
     def _enqueue(self, message: metering_pb.SettleRequest) -> None:
         if len(self.outbox) >= self.outbox_limit:
@@ -351,17 +358,17 @@ class MeteringClient:
         delay = 0.2
         while self.outbox:
             batch = list(itertools.islice(self.outbox, self.batch_size))
-            try:
-                await self._settle_batch(batch)
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
+            unsent = await self._settle_batch(batch)
             # By identity: while the call was in flight, a full outbox may have dropped its head.
-            sent = {id(message) for message in batch}
-            while self.outbox and id(self.outbox[0]) in sent:
+            taken = {id(message) for message in batch}
+            while self.outbox and id(self.outbox[0]) in taken:
                 self.outbox.popleft()
-            delay = 0.2
+            if not unsent:
+                delay = 0.2
+                continue
+            self.outbox.extendleft(reversed(unsent))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Wait for pending settlements (bounded), then close the channel."""

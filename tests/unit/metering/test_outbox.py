@@ -169,3 +169,16 @@ async def test_close_logs_rows_it_could_not_write(caplog: pytest.LogCaptureFixtu
     ]
     assert [entry.settlement["request_id"] for entry in lost] == ["a", "b"]  # type: ignore[attr-defined]
     assert len(outbox) == 0
+
+
+async def test_add_many_takes_all_or_none() -> None:
+    outbox = Outbox(Writer(), max_rows=3, transient_errors=(Down,), initial_backoff_s=60)
+    outbox.add(record("first"))
+
+    with pytest.raises(UnavailableError):
+        outbox.add_many([record("second"), record("third"), record("fourth")])
+    outbox.add_many([record("first"), record("second"), record("third")])
+
+    assert len(outbox) == 3
+    assert "fourth" not in outbox
+    await outbox.close(0)

@@ -202,3 +202,29 @@ async def test_older_metering_gets_one_settle_each() -> None:
 
     assert fake.settled == ["r0", "r1", "r2"]
     assert not client.outbox
+
+
+class FlakyOlderMetering(OlderMetering):
+    """An older metering service whose Settle fails once for one request id."""
+
+    def __init__(self, fail_once: str) -> None:
+        super().__init__()
+        self.fail_once = fail_once
+
+    async def Settle(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        if request.request_id == self.fail_once:
+            self.fail_once = ""
+            raise Unavailable()
+        return await super().Settle(request)
+
+
+async def test_outbox_keeps_what_one_by_one_settle_missed() -> None:
+    fake = FlakyOlderMetering(fail_once="b")
+    client = _metering(fake)
+
+    for request_id in ("a", "b", "c"):
+        client._enqueue(metering_pb.SettleRequest(request_id=request_id))
+    await client.close(flush_timeout_s=3.0)
+
+    assert sorted(fake.settled) == ["a", "b", "c"]
+    assert not client.outbox
