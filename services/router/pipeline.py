@@ -28,6 +28,7 @@ from libs.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from libs.openai_chat import validate
 from libs.principal import Principal
 from libs.redaction import StreamRestorer, restore
 from libs.screening import iter_prompt_texts, screened_digest
@@ -41,7 +42,6 @@ from services.router.openai_request import (
     ROUTE_PROVIDER_KEY,
     replace_prompt_texts,
     routing_preferences,
-    validate,
 )
 from services.router.providers.base import ProviderError
 from services.router.routing import AllDeploymentsFailedError, NoMatchingDeploymentError, RoutePreferences, Router

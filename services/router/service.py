@@ -16,10 +16,10 @@ from aigateway.router.v1 import router_service_pb2_grpc as router_grpc
 from google.api import httpbody_pb2
 
 from libs.errors import ERROR_BODY_METADATA, AuthenticationError, GatewayError, InternalError, InvalidRequestError
+from libs.openai_chat import parse_body
 from libs.principal import Principal
 from libs.screening import SCREENED_HEADER
 from services.router.convert import chunk_to_message, completion_to_message, params_to_request
-from services.router.openai_request import parse_body
 from services.router.pipeline import Outcome, Pipeline, RequestContext, StreamRun
 from services.router.translators.anthropic_openai import (
     AnthropicStreamWriter,

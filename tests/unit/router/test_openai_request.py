@@ -5,8 +5,9 @@ from typing import Any
 import pytest
 
 from libs.errors import InvalidRequestError
+from libs.openai_chat import parse_body, validate
 from libs.screening import iter_prompt_texts
-from services.router.openai_request import parse_body, replace_prompt_texts, validate
+from services.router.openai_request import replace_prompt_texts
 
 
 def _request(**overrides: Any) -> dict[str, Any]:
