@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -303,6 +304,34 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=telemetry.client_interceptors())
 
 
+def _reserve_ports(service: str, listen: str, metrics_port: int | None) -> list[socket.socket]:
+    """Bind the service's ports while start-up opens client connections.
+
+    Linux takes the source ports of outgoing connections from a range (32768 to 60999 by
+    default) that holds the default ports, and skips ports that are bound. Without this, a
+    database connection opened during start-up can take the port the server is about to
+    listen on. Ports that cannot be bound are left to fail, with their own error, at start.
+    """
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    addresses = [(host, int(port_text))] if port_text.isdigit() else []
+    if metrics_port:
+        addresses.append((telemetry.metrics_address(service), metrics_port))
+    reserved = []
+    for address, port in addresses:
+        if port == 0:
+            continue
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            sock.close()
+            continue
+        reserved.append(sock)
+    return reserved
+
+
 def main(
     name: str,
     load_config: Callable[[], Any],
@@ -328,7 +357,12 @@ def main(
     telemetry.configure_tracing(name, version)
 
     async def serve() -> None:
-        spec = await build(config)
+        reserved = _reserve_ports(name, getattr(config, "listen", ""), getattr(config, "metrics_port", None))
+        try:
+            spec = await build(config)
+        finally:
+            for sock in reserved:
+                sock.close()
         try:
             await run(spec, version=version, config_summary=summarize(config))
         finally:
