@@ -18,6 +18,8 @@ import orjson
 from libs.errors import InvalidRequestError
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Content part types of OpenAI Chat Completions messages.
+CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 MAX_STOP_SEQUENCES = 4
 MAX_METADATA_PAIRS = 16
 
@@ -205,6 +207,12 @@ def _validate_message(index: int, message: Any) -> None:
             if not isinstance(part, dict):
                 raise _invalid(part_where, f"invalid type for `{part_where}`: expected an object", "invalid_type")
             kind = part.get("type")
+            if kind not in CONTENT_PART_TYPES:
+                # Screening reads only `text` parts, so no other kind may carry prompt text.
+                raise _invalid(
+                    f"{part_where}.type",
+                    f"`{part_where}.type` is {kind!r}; use one of " + ", ".join(sorted(CONTENT_PART_TYPES)),
+                )
             if kind == "text" and not isinstance(part.get("text"), str):
                 raise _invalid(
                     f"{part_where}.text", f"invalid type for `{part_where}.text`: expected a string", "invalid_type"

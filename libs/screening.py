@@ -24,7 +24,11 @@ TextSlot = tuple[int, int]
 
 
 def iter_prompt_texts(request: dict[str, Any]) -> Iterator[tuple[TextSlot, str]]:
-    """Yield every text of the prompt with where it sits, in message order."""
+    """Yield every text of the prompt with where it sits, in message order.
+
+    NOTE: message `name` fields and the arguments of earlier tool calls are not yielded,
+    so they reach providers unscreened.
+    """
     for index, message in enumerate(request["messages"]):
         content = message.get("content")
         if isinstance(content, str):

@@ -42,6 +42,9 @@ SETTLE_BATCH_SIZE = 256
 SETTLE_SECONDS_PER_ITEM = 0.01
 STORE_BATCH_SIZE = 32
 
+# Bytes of requests and responses per StoreBatch call, at most, unless one entry is larger.
+STORE_CALL_BYTES = 8 * 1024 * 1024
+
 # Maximum number of responses waiting for StoreBatch. Beyond it, responses are not
 # cached, because the cache service is slow or down.
 MAX_PENDING_STORES = 10_000
@@ -220,10 +223,26 @@ class CacheClient:
         )
 
     async def _store_batch(self, batch: list[cache_pb.StoreRequest]) -> None:
+        # Large responses go in calls of their own, so that no call nears the gRPC message limit.
+        call: list[cache_pb.StoreRequest] = []
+        size = 0
+        for entry in batch:
+            entry_size = len(entry.request_json) + len(entry.response_json)
+            if call and size + entry_size > STORE_CALL_BYTES:
+                await self._store_call(call)
+                call, size = [], 0
+            call.append(entry)
+            size += entry_size
+        if call:
+            await self._store_call(call)
+
+    async def _store_call(self, entries: list[cache_pb.StoreRequest]) -> None:
         try:
-            response = await self.stub.StoreBatch(cache_pb.StoreBatchRequest(entries=batch), timeout=self.timeout_s * 5)
+            response = await self.stub.StoreBatch(
+                cache_pb.StoreBatchRequest(entries=entries), timeout=self.timeout_s * 5
+            )
         except grpc.aio.AioRpcError as exc:
-            logger.warning("cache store failed", extra={"grpc_code": exc.code().name, "entries": len(batch)})
+            logger.warning("cache store failed", extra={"grpc_code": exc.code().name, "entries": len(entries)})
             return
         failed = sum(1 for result in response.results if result.HasField("error"))
         if failed:

@@ -12,6 +12,7 @@ audit events of those requests do not change.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,17 @@ import orjson
 import yaml
 
 from libs.config import ConfigError
+from libs.errors import InvalidRequestError
+from libs.openai_chat import validate
 from libs.principal import Principal
 from libs.screening import prompt_roles_and_texts, screened_digest
+from services.security import metrics
 
 logger = logging.getLogger(__name__)
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+# Seconds without edge screening after it failed, for example on a policy engine timeout.
+FAILURE_PAUSE_S = 5.0
 # Envoy sets this request header on the Check call when the body was cut at the limit.
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 
@@ -43,16 +49,18 @@ def load_model_attributes(path: str | Path) -> dict[str, dict[str, str]]:
         document = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"SECURITY_CATALOG={path}: cannot read the model catalog ({exc})") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"SECURITY_CATALOG={path}: the model catalog is not a mapping with `models`")
+    entries = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"SECURITY_CATALOG={path}: the model catalog needs a `models` list")
     models: dict[str, dict[str, str]] = {}
-    for entry in document.get("models") or ():
+    for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
         raw = entry.get("attributes") or {}
         if not isinstance(raw, dict):
             continue
-        attributes = {str(key): str(value) for key, value in raw.items() if not isinstance(value, dict | list)}
+        # Only string values, as the router's catalog allows; anything else leaves the model out.
+        attributes = {str(key): value for key, value in raw.items() if isinstance(value, str)}
         if len(attributes) != len(raw) or any("${" in value for value in attributes.values()):
             continue
         models[entry["name"]] = attributes
@@ -65,12 +73,15 @@ class EdgeScreener:
     def __init__(self, model_attributes: Mapping[str, Mapping[str, str]], screen_clean: ScreenClean) -> None:
         self.model_attributes = model_attributes
         self.screen_clean = screen_clean
+        self._paused_until = 0.0
 
     async def digest(self, http: Any, request_id: str, principal: Principal) -> str | None:
         """Screen the Check call's HTTP request and return its digest, or None to leave it to the router."""
         if http.method != "POST" or http.path.split("?", 1)[0] != CHAT_COMPLETIONS_PATH:
             return None
         if http.headers.get(PARTIAL_BODY_HEADER, "").lower() == "true":
+            return None
+        if time.monotonic() < self._paused_until:
             return None
         body = http.raw_body or http.body.encode()
         request = _chat_request(body)
@@ -79,12 +90,23 @@ class EdgeScreener:
         attributes = self.model_attributes.get(request["model"])
         if attributes is None:
             return None
+        try:
+            # An invalid request gets its error from the router, and no audit event here.
+            validate(request)
+        except InvalidRequestError:
+            return None
         texts = prompt_roles_and_texts(request)
         try:
             clean = await self.screen_clean(request_id, principal, request["model"], attributes, texts)
-        except Exception:
-            # The router screens it again and reports the failure in the API's shape.
-            logger.debug("edge screening failed; left to the router", exc_info=True)
+        except Exception as exc:
+            # The router screens the request again and reports the failure in the API's
+            # shape. Pausing keeps a slow policy engine from costing every request twice.
+            self._paused_until = time.monotonic() + FAILURE_PAUSE_S
+            metrics.EDGE_SCREENING_FAILURES.inc()
+            logger.warning(
+                "edge screening failed; the router screens requests for a while",
+                extra={"error": type(exc).__name__, "pause_s": FAILURE_PAUSE_S},
+            )
             return None
         return screened_digest(request["model"], attributes, texts) if clean else None
 

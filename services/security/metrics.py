@@ -13,3 +13,7 @@ SCREEN_DECISIONS = Counter(
 PII_REDACTIONS = Counter(
     "aigw_pii_redactions_total", "PII values replaced by placeholders, by entity type.", ["entity_type"]
 )
+EDGE_SCREENING_FAILURES = Counter(
+    "aigw_edge_screening_failures_total",
+    "Prompt screenings in the ext_authz check that failed and were left to the router.",
+)

@@ -134,7 +134,9 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
                     )
                     for key, value in added.items()
                 ],
-                headers_to_remove=["authorization", "x-api-key", "api-key"],
+                # The edge removes client x-aigw-* headers too; this does not depend on it.
+                headers_to_remove=["authorization", "x-api-key", "api-key"]
+                + ([] if SCREENED_HEADER in added else [SCREENED_HEADER]),
             ),
         )
 
@@ -268,6 +270,8 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
 
         Such a prompt is counted and audited as allowed here. Any other outcome records
         nothing and returns False: the router then calls ScreenPrompt, which records it.
+        NOTE: while the router's catalog and SECURITY_CATALOG differ (during a rollout),
+        the router's digest differs too, and its ScreenPrompt audits the request again.
         """
         allowed, verdict, redaction = await self._evaluate(principal, model, attributes, texts)
         if not allowed or verdict is not None or redaction.mapping:

@@ -228,3 +228,16 @@ async def test_outbox_keeps_what_one_by_one_settle_missed() -> None:
 
     assert sorted(fake.settled) == ["a", "b", "c"]
     assert not client.outbox
+
+
+async def test_large_cache_stores_get_calls_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clients, "STORE_CALL_BYTES", 100)
+    fake = FakeCache()
+    client = CacheClient("127.0.0.1:9", batch_size=8)
+    client.stub = fake  # type: ignore[assignment]
+
+    for size in (10, 10, 90, 10):
+        client.store("acme", b"{}", b" " * size)
+    await client.close()
+
+    assert fake.batches == [2, 1, 1]

@@ -112,3 +112,16 @@ def test_prompt_texts_round_trip() -> None:
     assert replaced["messages"][1]["content"][2]["text"] == "and [EMAIL_2]"
     assert replaced["messages"][1]["content"][1]["type"] == "image_url"
     assert request["messages"][1]["content"][0]["text"] == "Mail ana@example.org"
+
+
+def test_unknown_content_part_type_is_rejected() -> None:
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": [{"type": "input_text", "text": "Name three rivers."}]}],
+    }
+
+    with pytest.raises(InvalidRequestError) as caught:
+        validate(request)
+
+    assert caught.value.param == "messages[0].content[0].type"
+    assert "input_text" in caught.value.message

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from libs.config import ConfigError
 from libs.principal import Principal
 from libs.screening import prompt_roles_and_texts, screened_digest
 from services.security.edge_screening import EdgeScreener, load_model_attributes
@@ -95,3 +96,35 @@ def test_demo_catalog_loads() -> None:
     attributes = load_model_attributes(Path(__file__).parents[3] / "deploy" / "catalog" / "demo.yaml")
 
     assert attributes["gpt-4o-mini"] == {"tier": "standard"}
+
+
+async def test_invalid_request_is_left_to_the_router() -> None:
+    screen = Recorder()
+    body = {**BODY, "temperature": "hot"}
+
+    digest = await EdgeScreener(ATTRIBUTES, screen).digest(_http(body), "req-1", PRINCIPAL)
+
+    assert digest is None
+    assert screen.calls == []
+
+
+async def test_failure_pauses_edge_screening() -> None:
+    screen = Recorder(error=ConnectionError("policy engine timed out"))
+    screener = EdgeScreener(ATTRIBUTES, screen)
+
+    first = await screener.digest(_http(), "req-1", PRINCIPAL)
+    screen.error = None
+    second = await screener.digest(_http(), "req-2", PRINCIPAL)
+
+    assert first is None
+    assert second is None
+    assert len(screen.calls) == 1
+
+
+@pytest.mark.parametrize("text", ["models: 5\n", "- just a list\n", "models:\n  nested: {}\n"])
+def test_malformed_catalog_is_a_config_error(tmp_path: Path, text: str) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(text)
+
+    with pytest.raises(ConfigError, match="SECURITY_CATALOG"):
+        load_model_attributes(catalog)
