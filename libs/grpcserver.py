@@ -308,7 +308,7 @@ def _reserve_ports(service: str, listen: str, metrics_port: int | None) -> list[
     """Bind the service's ports while start-up opens client connections.
 
     Linux takes the source ports of outgoing connections from a range (32768 to 60999 by
-    default) that holds the default ports, and skips ports that are bound. Without this, a
+    default) that contains the default ports, and skips ports that are bound. Without this, a
     database connection opened during start-up can take the port the server is about to
     listen on. Ports that cannot be bound are left to fail, with their own error, at start.
     """

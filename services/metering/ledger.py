@@ -55,7 +55,6 @@ _INSERT = sql.SQL(
     columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
     values=sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
 )
-_INSERT_RETURNING = _INSERT + sql.SQL(" RETURNING request_id")
 _ROW = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
 
 
@@ -233,24 +232,7 @@ class Ledger:
         reached and the row was queued in the outbox instead. Raises UnavailableError
         when the database is down and the outbox is full.
         """
-        if record.request_id in self.outbox:
-            return False
-        if len(self.outbox):
-            # The database failed recently: keep the arrival order and return at once
-            # while the outbox task finds out whether it is back.
-            self.outbox.add(record)
-            return None
-        try:
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(_INSERT_RETURNING, record.values())
-                return await cursor.fetchone() is not None
-        except TRANSIENT_ERRORS as exc:
-            logger.warning(
-                "usage ledger write failed; queued the settlement for retry",
-                extra={"settlement_request_id": record.request_id, "error": repr(exc)},
-            )
-            self.outbox.add(record)
-            return None
+        return (await self.record_many([record]))[0]
 
     async def record_many(self, records: Sequence[UsageRecord]) -> list[bool | None]:
         """Write each record once, in one statement; return what ``record`` would for each.
@@ -267,6 +249,8 @@ class Ledger:
         if not fresh:
             return results
         if len(self.outbox):
+            # The database failed recently: keep the arrival order and return at once
+            # while the outbox task finds out whether it is back.
             self.outbox.add_many([records[index] for index in fresh.values()])
             for index in fresh.values():
                 results[index] = None
@@ -279,7 +263,7 @@ class Ledger:
         except TRANSIENT_ERRORS as exc:
             logger.warning(
                 "usage ledger write failed; queued the settlements for retry",
-                extra={"settlements": len(rows), "error": repr(exc)},
+                extra={"settlements": len(rows), "settlement_request_id": rows[0].request_id, "error": repr(exc)},
             )
             self.outbox.add_many(rows)
             for index in fresh.values():

@@ -121,10 +121,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer):
         return pb.SettleBatchResponse(results=results)
 
     async def _write_and_settle(self, records: list[UsageRecord]) -> list[bool]:
-        if len(records) == 1:
-            written = [await self.ledger.record(records[0])]
-        else:
-            written = await self.ledger.record_many(records)
+        written = await self.ledger.record_many(records)
         return await self._settle_records(records, written)
 
     async def _settle_records(self, records: list[UsageRecord], written: list[bool | None]) -> list[bool]:

@@ -379,8 +379,8 @@ class MeteringClient:
             batch = list(itertools.islice(self.outbox, self.batch_size))
             unsent = await self._settle_batch(batch)
             # By identity: while the call was in flight, a full outbox may have dropped its head.
-            taken = {id(message) for message in batch}
-            while self.outbox and id(self.outbox[0]) in taken:
+            batch_ids = {id(message) for message in batch}
+            while self.outbox and id(self.outbox[0]) in batch_ids:
                 self.outbox.popleft()
             if not unsent:
                 delay = 0.2

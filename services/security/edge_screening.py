@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
 from libs.config import ConfigError
 from libs.errors import InvalidRequestError
-from libs.openai_chat import validate
+from libs.openai_chat import parse_body, validate
 from libs.principal import Principal
 from libs.screening import prompt_roles_and_texts, screened_digest
 from services.security import metrics
@@ -83,21 +82,21 @@ class EdgeScreener:
             return None
         if time.monotonic() < self._paused_until:
             return None
-        body = http.raw_body or http.body.encode()
-        request = _chat_request(body)
-        if request is None:
-            return None
-        attributes = self.model_attributes.get(request["model"])
-        if attributes is None:
-            return None
+
         try:
             # An invalid request gets its error from the router, and no audit event here.
+            request = parse_body(http.raw_body or http.body.encode())
             validate(request)
         except InvalidRequestError:
             return None
+        model = request["model"]
+        attributes = self.model_attributes.get(model)
+        if attributes is None:
+            return None
+
         texts = prompt_roles_and_texts(request)
         try:
-            clean = await self.screen_clean(request_id, principal, request["model"], attributes, texts)
+            clean = await self.screen_clean(request_id, principal, model, attributes, texts)
         except Exception as exc:
             # The router screens the request again and reports the failure in the API's
             # shape. Pausing keeps a slow policy engine from costing every request twice.
@@ -108,19 +107,4 @@ class EdgeScreener:
                 extra={"error": type(exc).__name__, "pause_s": FAILURE_PAUSE_S},
             )
             return None
-        return screened_digest(request["model"], attributes, texts) if clean else None
-
-
-def _chat_request(body: bytes) -> dict[str, Any] | None:
-    if not body:
-        return None
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(request, dict) or not isinstance(request.get("model"), str):
-        return None
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(item, dict) for item in messages):
-        return None
-    return request
+        return screened_digest(model, attributes, texts) if clean else None

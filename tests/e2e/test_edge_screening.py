@@ -90,9 +90,9 @@ def test_client_cannot_send_the_screened_header(gateway: Any) -> None:
     assert response.json()["error"]["code"] == "prompt_injection_detected"
 
 
-def test_body_over_the_check_limit_is_screened_by_the_router(gateway: Any, client: openai.OpenAI) -> None:
-    # Envoy sends at most 64 KiB of the body with the check; the rest of this prompt
-    # never reaches the edge screening, so the router must screen it all.
+def test_oversized_body_screened_by_router(gateway: Any, client: openai.OpenAI) -> None:
+    # Envoy sends at most 64 KiB of the body with the check. The rest of this prompt
+    # never reaches the edge screening, so the router must screen all of it.
     filler = "The river runs past the old mill and under the stone bridge. " * 1400
     before = _screenings(gateway)
 

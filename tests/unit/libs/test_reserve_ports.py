@@ -18,15 +18,15 @@ def test_listen_and_metrics_ports_are_held() -> None:
 
     reserved = _reserve_ports("router", f"127.0.0.1:{listen_port}", metrics_port)
     try:
-        held = sorted(sock.getsockname()[1] for sock in reserved)
+        bound_ports = sorted(sock.getsockname()[1] for sock in reserved)
     finally:
         for sock in reserved:
             sock.close()
 
-    assert held == sorted([listen_port, metrics_port])
+    assert bound_ports == sorted([listen_port, metrics_port])
 
 
-def test_nothing_held_for_port_zero_or_a_bad_address() -> None:
+def test_port_zero_and_bad_address_skipped() -> None:
     assert _reserve_ports("router", "127.0.0.1:0", None) == []
     assert _reserve_ports("router", "no-port-here", None) == []
 

@@ -18,15 +18,15 @@ from tests.fixtures.metering import principal, settle_request
 
 
 class StandInLedger:
-    """Return a fixed result from ``record`` and keep every record passed in."""
+    """Return a fixed result from ``record_many`` and keep every record passed in."""
 
     def __init__(self, result: bool | None) -> None:
         self.result = result
         self.records: list[UsageRecord] = []
 
-    async def record(self, record: UsageRecord) -> bool | None:
-        self.records.append(record)
-        return self.result
+    async def record_many(self, records: list[UsageRecord]) -> list[bool | None]:
+        self.records.extend(records)
+        return [self.result] * len(records)
 
     async def spend(self, key: ApiKey) -> Decimal:
         return Decimal(0)
