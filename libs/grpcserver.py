@@ -251,6 +251,10 @@ CLIENT_OPTIONS = (
 )
 
 
+class BindError(OSError):
+    """A port the service must listen on could not be bound."""
+
+
 async def start(spec: ServiceSpec) -> RunningServer:
     """Build, bind and start the server; return it with its port."""
     # The tracing interceptor comes first, so that its span is active in ErrorInterceptor.
@@ -264,9 +268,15 @@ async def start(spec: ServiceSpec) -> RunningServer:
         (*spec.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(spec.listen)
+    try:
+        port = server.add_insecure_port(spec.listen)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {spec.listen}: the port is in use or the address is invalid")
+        raise BindError(
+            f"could not listen on {spec.listen}: the port is in use or the address is invalid; "
+            f"set {spec.name.upper()}_LISTEN to a free address"
+        )
     await server.start()
     for name in ("", *spec.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -281,7 +291,14 @@ async def run(spec: ServiceSpec, *, version: str, config_summary: dict[str, Any]
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_event.set)
     if spec.metrics_port is not None:
-        start_http_server(spec.metrics_port, addr=telemetry.metrics_address(spec.name))
+        address = telemetry.metrics_address(spec.name)
+        try:
+            start_http_server(spec.metrics_port, addr=address)
+        except OSError as exc:
+            raise BindError(
+                f"could not serve metrics on {address}:{spec.metrics_port}: {exc.strerror}; "
+                f"set {spec.name.upper()}_METRICS_PORT to a free port"
+            ) from None
     running = await start(spec)
     logger.info(
         "serving",
@@ -342,7 +359,8 @@ def main(
 ) -> int:
     """Entry point of a service process: read config, configure logs, serve until signalled.
 
-    Returns the exit code: 2 when the configuration is invalid, 0 after a clean stop.
+    Returns the exit code: 2 when the configuration is invalid, 1 when a port cannot be
+    bound, 0 after a clean stop.
     """
     from libs import logs
     from libs.config import ConfigError
@@ -371,7 +389,13 @@ def main(
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve())
+        runner: Callable[[Awaitable[None]], None] = asyncio.run
     else:
-        uvloop.run(serve())
+        runner = uvloop.run
+    try:
+        runner(serve())
+    except BindError as exc:
+        # A port in use or a refused address: one line that names the setting, no traceback.
+        logger.error("could not start", extra={"error": str(exc)})
+        return 1
     return 0

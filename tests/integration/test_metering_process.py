@@ -29,6 +29,7 @@ class MeteringProcess:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.lines: list[dict[str, object]] = []
+        self.other_lines: list[str] = []
 
     async def wait_for_log(self, message: str, timeout_s: float = 20.0) -> dict[str, object]:
         """Read stdout until a JSON line with ``message`` appears, and return it."""
@@ -37,10 +38,11 @@ class MeteringProcess:
             while True:
                 raw = await self.process.stdout.readline()
                 if not raw:
-                    raise AssertionError(f"process exited before logging {message!r}: {self.lines}")
+                    raise AssertionError(f"process exited before logging {message!r}: {self.lines} {self.other_lines}")
                 try:
                     line = orjson.loads(raw)
                 except orjson.JSONDecodeError:
+                    self.other_lines.append(raw.decode(errors="replace").rstrip())
                     continue
                 assert isinstance(line, dict)
                 self.lines.append(line)
@@ -51,9 +53,19 @@ class MeteringProcess:
 Launch = Callable[[dict[str, str]], Awaitable[MeteringProcess]]
 
 
-def _port_in_use(port: int) -> bool:
+def _port_taken(host: str, port: int) -> bool:
+    """Whether a server could not bind the port now, as gRPC binds it (with SO_REUSEADDR).
+
+    A connection of another program can hold a default port as its source port, up to a
+    minute after it closed (TIME_WAIT), since the defaults lie in Linux's ephemeral range.
+    """
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
 
 
 async def _health(port: int) -> int:
@@ -74,9 +86,7 @@ async def launch_metering() -> AsyncIterator[Launch]:
     started: list[asyncio.subprocess.Process] = []
 
     async def launch(settings: dict[str, str]) -> MeteringProcess:
-        env = {
-            name: value for name, value in os.environ.items() if not name.startswith("METERING_")
-        }
+        env = {name: value for name, value in os.environ.items() if not name.startswith("METERING_")}
         env["PYTHONPATH"] = f"{REPO}{os.pathsep}{REPO / 'libs' / 'gen'}"
         env.update(settings)
         process = await asyncio.create_subprocess_exec(
@@ -99,8 +109,8 @@ async def launch_metering() -> AsyncIterator[Launch]:
 
 
 async def test_serves_with_only_database_url(launch_metering: Launch, pg_database: str) -> None:
-    if _port_in_use(50054) or _port_in_use(9104):
-        pytest.skip("the default ports 50054 or 9104 are in use on 127.0.0.1")
+    if _port_taken("127.0.0.1", 50054) or _port_taken("127.0.0.1", 9104):
+        pytest.skip("the default port 50054 or 9104 is taken on 127.0.0.1")
     service = await launch_metering({"METERING_DATABASE_URL": pg_database})
 
     serving = await service.wait_for_log("serving")
@@ -157,3 +167,25 @@ async def test_missing_database_url_exits_with_message(launch_metering: Launch) 
 
     assert code == 2
     assert "METERING_DATABASE_URL" in output
+
+
+async def test_port_in_use_exits_with_message(launch_metering: Launch, pg_database: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = await launch_metering(
+            {
+                "METERING_DATABASE_URL": pg_database,
+                "METERING_LISTEN": f"127.0.0.1:{port}",
+                "METERING_METRICS_PORT": str(free_port()),
+            }
+        )
+        code = await asyncio.wait_for(service.process.wait(), timeout=20)
+    assert service.process.stdout is not None
+    output = (await service.process.stdout.read()).decode()
+
+    assert code == 1
+    assert f"could not listen on 127.0.0.1:{port}" in output
+    assert "METERING_LISTEN" in output
+    assert "Traceback" not in output
