@@ -37,6 +37,9 @@ class RouterConfig:
     redis_url: str | None = None
     """Redis that keeps deployment health for every replica (``ROUTER_REDIS_URL``); unset
     keeps it in this process."""
+    batch_linger_ms: float = 25.0
+    """Milliseconds that usage settlements and cache stores wait for others to share a call
+    (``ROUTER_BATCH_LINGER_MS``, 0 to 1000; 0 sends each at once when the queue is idle)."""
     health_key_prefix: str = "aigw:router:health:"
     """Prefix of the Redis keys of deployment health (``ROUTER_HEALTH_KEY_PREFIX``)."""
     breaker: BreakerSettings = BreakerSettings()
@@ -60,6 +63,7 @@ class RouterConfig:
             metering_address=env.address("METERING_ADDR", "127.0.0.1:50054"),
             semantic_cache=env.bool("SEMANTIC_CACHE", True),
             drain_s=env.float("DRAIN_S", 5.0),
+            batch_linger_ms=_batch_linger_ms(env),
             log_level=env.str("LOG_LEVEL", "INFO"),
             redis_url=env.optional("REDIS_URL"),
             health_key_prefix=env.str("HEALTH_KEY_PREFIX", "aigw:router:health:"),
@@ -108,3 +112,10 @@ def _retry_policy(env: Env) -> RetryPolicy:
     if policy.deadline_s <= 0:
         raise ConfigError(f"{env.name('DEADLINE_S')} must be greater than 0, got {policy.deadline_s}")
     return policy
+
+
+def _batch_linger_ms(env: Env) -> float:
+    value = env.float("BATCH_LINGER_MS", 25.0)
+    if not 0 <= value <= 1000:
+        raise ConfigError(f"{env.name('BATCH_LINGER_MS')} must be between 0 and 1000 milliseconds, got {value:g}")
+    return value

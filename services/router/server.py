@@ -25,8 +25,9 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
     """Return the server spec and the pipeline it serves."""
     catalog = Catalog.load(config.catalog_path)
     security = SecurityClient(config.security_address)
-    cache = CacheClient(config.cache_address) if config.cache_address else None
-    metering = MeteringClient(config.metering_address)
+    linger_s = config.batch_linger_ms / 1000
+    cache = CacheClient(config.cache_address, linger_s=linger_s) if config.cache_address else None
+    metering = MeteringClient(config.metering_address, linger_s=linger_s)
     health: HealthTracker
     if config.redis_url:
         health = RedisHealth.from_url(config.redis_url, config.breaker, key_prefix=config.health_key_prefix)

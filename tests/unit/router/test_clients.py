@@ -79,6 +79,20 @@ async def test_queued_settlements_share_a_call() -> None:
     assert [request_id for batch in fake.batches for request_id in batch] == [f"r{n}" for n in range(50)]
 
 
+async def test_settlements_arriving_within_the_linger_share_a_call() -> None:
+    fake = FakeMetering()
+    client = MeteringClient("127.0.0.1:9", linger_s=0.2)
+    client.stub = fake  # type: ignore[assignment]
+
+    for n in range(5):
+        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
+        await asyncio.sleep(0.01)
+    assert fake.batches == []
+    await client.close()
+
+    assert fake.batches == [[f"r{n}" for n in range(5)]]
+
+
 async def test_failed_batch_is_retried_from_the_outbox() -> None:
     fake = FakeMetering()
     fake.down = True

@@ -58,3 +58,10 @@ def test_invalid_values_name_variable(variable: str, value: str, message: str) -
     with pytest.raises(ConfigError) as caught:
         load(**{variable: value})
     assert str(caught.value) == message
+
+
+def test_batch_linger_default_and_range() -> None:
+    assert load().batch_linger_ms == 25.0
+    assert load(BATCH_LINGER_MS="0").batch_linger_ms == 0.0
+    with pytest.raises(ConfigError, match="ROUTER_BATCH_LINGER_MS must be between 0 and 1000"):
+        load(BATCH_LINGER_MS="-1")
