@@ -94,38 +94,60 @@ class RunningServer:
                 logger.exception("shutdown step failed", extra={"grpc_service": self.spec.name})
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Map GatewayError to a rich status, count and time every RPC, log one access line.
+def wrap_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with the gateway's error mapping, RPC metrics and access log around it.
 
-    Unknown exceptions become INTERNAL with a generic message; the traceback goes to the log.
+    GatewayError becomes a rich status; unknown exceptions become INTERNAL with a generic
+    message, and the traceback goes to the log. Wrapping once at registration costs
+    nothing per call, where a server interceptor costs about 60 µs of CPU on every call.
     """
+    service_name, _, method_name = method.rpartition("/")
+    service_name = service_name.lstrip("/")
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary, service_name, method_name),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream, service_name, method_name),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    """A generic handler whose method handlers are wrapped once, on their first call."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self.inner = inner
+        self.wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if method.startswith("/grpc.health.") or method.startswith("/grpc.reflection."):
-            return handler
-        service_name, _, method_name = method.rpartition("/")
-        service_name = service_name.lstrip("/")
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, service_name, method_name),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, service_name, method_name),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        if method not in self.wrapped:
+            handler = self.inner.service(handler_call_details)
+            self.wrapped[method] = wrap_handler(method, handler) if handler is not None else None
+        return self.wrapped[method]
+
+
+class _WrappingServer:
+    """The server as the generated ``add_*_to_server`` functions see it: every method
+    handler they register is wrapped by ``wrap_handler``."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers(tuple(_WrappedGenericHandler(handler) for handler in handlers))
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.server.add_registered_method_handlers(
+            service_name,
+            {name: wrap_handler(f"/{service_name}/{name}", handler) for name, handler in handlers.items()},
+        )
 
 
 def _bind_ids(context: grpc.aio.ServicerContext) -> None:
@@ -156,8 +178,10 @@ async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None
 
 def _finish(service: str, method: str, code: grpc.StatusCode, started: float, error: BaseException | None) -> None:
     elapsed = time.perf_counter() - started
-    RPC_REQUESTS.labels(service, method, code.name).inc()
-    RPC_DURATION.labels(service, method).observe(elapsed)
+    _observe(service, method, code, elapsed)
+    quiet = error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL
+    if quiet and code != grpc.StatusCode.CANCELLED and not error and not logger.isEnabledFor(logging.DEBUG):
+        return
     extra = {
         "grpc_service": service,
         "grpc_method": method,
@@ -167,13 +191,28 @@ def _finish(service: str, method: str, code: grpc.StatusCode, started: float, er
     if code == grpc.StatusCode.CANCELLED:
         # The caller went away or its deadline passed: normal for streams, not a fault here.
         logger.info("rpc cancelled", extra=extra)
-    elif error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL:
+    elif quiet:
         if isinstance(error, GatewayError):
             extra["reason"] = error.reason
-        if logger.isEnabledFor(logging.DEBUG) or error is not None:
-            logger.info("rpc finished", extra=extra)
+        logger.info("rpc finished", extra=extra)
     else:
         logger.error("rpc failed", extra=extra, exc_info=error)
+
+
+# The metric children of each (service, method, code), looked up once.
+_children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any]] = {}
+
+
+def _observe(service: str, method: str, code: grpc.StatusCode, elapsed_s: float) -> None:
+    key = (service, method, code)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (
+            RPC_REQUESTS.labels(service, method, code.name),
+            RPC_DURATION.labels(service, method),
+        )
+    children[0].inc()
+    children[1].observe(elapsed_s)
 
 
 def _classify(exc: BaseException) -> tuple[GatewayError | None, grpc.StatusCode]:
@@ -257,11 +296,10 @@ class BindError(OSError):
 
 async def start(spec: ServiceSpec) -> RunningServer:
     """Build, bind and start the server; return it with its port."""
-    # The tracing interceptor comes first, so that its span is active in ErrorInterceptor.
-    interceptors = [*telemetry.server_interceptors(), ErrorInterceptor()]
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    # The tracing interceptor runs around the wrapped handlers, so its span is active in them.
+    server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=SERVER_OPTIONS)
     for register in spec.registrars:
-        register(server)
+        register(_WrappingServer(server))  # type: ignore[arg-type]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
