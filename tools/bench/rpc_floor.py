@@ -9,17 +9,20 @@ does.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 import uvloop
 from aigateway.cache.v1 import cache_service_pb2 as pb
 from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
 
+from libs import grpcserver
 from tools.bench import procs
 
 CALLS = 20_000
@@ -30,16 +33,34 @@ class _EmptyCache(pb_grpc.CacheServiceServicer):
         return pb.GetStatsResponse()
 
 
-async def _serve(port: int) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_CacheServiceServicer_to_server(_EmptyCache(), server)
+async def _serve(port: int, mode: str) -> None:
+    if mode == "bare":
+        server = grpc.aio.server()
+        pb_grpc.add_CacheServiceServicer_to_server(_EmptyCache(), server)
+    else:
+        # As the services register: options, and the error mapping, metrics and access log
+        # wrapped around the handler, once at registration or per call in an interceptor.
+        interceptors = [_WrapPerCall()] if mode == "interceptor" else []
+        server = grpc.aio.server(interceptors=interceptors, options=grpcserver.SERVER_OPTIONS)
+        target = server if mode == "interceptor" else grpcserver._WrappingServer(server)
+        pb_grpc.add_CacheServiceServicer_to_server(_EmptyCache(), target)  # type: ignore[arg-type]
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
 
-def _server_main(port: int) -> None:
-    uvloop.run(_serve(port))
+class _WrapPerCall(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        return grpcserver.wrap_handler(handler_call_details.method, handler)
+
+
+def _server_main(port: int, mode: str) -> None:
+    uvloop.run(_serve(port, mode))
 
 
 async def _call(port: int, concurrency: int) -> tuple[float, float]:
@@ -56,11 +77,20 @@ async def _call(port: int, concurrency: int) -> tuple[float, float]:
         return time.perf_counter() - started, time.process_time() - cpu
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.rpc_floor", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--server",
+        choices=("bare", "gateway", "interceptor"),
+        default="bare",
+        help="bare: grpc.aio defaults; gateway: as the services serve; interceptor: the same "
+        "wrapping applied per call by a server interceptor (default: bare)",
+    )
+    args = parser.parse_args(argv)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = multiprocessing.get_context("spawn").Process(target=_server_main, args=(port,), daemon=True)
+    server = multiprocessing.get_context("spawn").Process(target=_server_main, args=(port, args.server), daemon=True)
     server.start()
     try:
         for concurrency in (1, 32):
