@@ -8,6 +8,7 @@ A service's ``server.py`` builds a :class:`ServiceSpec` and calls :func:`run`; t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import socket
@@ -150,8 +151,25 @@ class _WrappingServer:
         )
 
 
+# The call's metadata as the wrapper read it: gRPC decodes it anew on every
+# invocation_metadata() call (about 8 µs for the 19 entries Envoy forwards).
+_metadata_var: contextvars.ContextVar[tuple[tuple[str, str | bytes], ...] | None] = contextvars.ContextVar(
+    "invocation_metadata", default=None
+)
+
+
+def invocation_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    """Return the call's metadata, read once per call by the handler wrapper."""
+    metadata = _metadata_var.get()
+    if metadata is None:
+        metadata = tuple(context.invocation_metadata() or ())
+    return metadata
+
+
 def _bind_ids(context: grpc.aio.ServicerContext) -> None:
-    metadata = dict(context.invocation_metadata() or ())
+    entries = tuple(context.invocation_metadata() or ())
+    _metadata_var.set(entries)
+    metadata = dict(entries)
     request_id = metadata.get("x-request-id") or uuid.uuid4().hex
     request_id_var.set(str(request_id))
     # With tracing on, the server span is active here and carries the caller's trace id.

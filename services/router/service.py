@@ -16,6 +16,7 @@ from aigateway.router.v1 import router_service_pb2_grpc as router_grpc
 from google.api import httpbody_pb2
 
 from libs.errors import ERROR_BODY_METADATA, AuthenticationError, GatewayError, InternalError, InvalidRequestError
+from libs.grpcserver import invocation_metadata
 from libs.openai_chat import parse_body
 from libs.principal import Principal
 from libs.screening import SCREENED_HEADER
@@ -41,7 +42,7 @@ _CACHE_STATUS = {
 
 
 def _context(pipeline: Pipeline, context: grpc.aio.ServicerContext) -> RequestContext:
-    metadata = tuple(context.invocation_metadata() or ())
+    metadata = invocation_metadata(context)
     principal = Principal.from_metadata(metadata)
     if principal is None:
         raise AuthenticationError(
@@ -98,7 +99,7 @@ class RouterServicer(router_grpc.RouterServiceServicer):
                 openai_code="invalid_type",
             )
         edge_screening = next(
-            (str(value) for key, value in context.invocation_metadata() or () if key == SCREENED_HEADER), None
+            (str(value) for key, value in invocation_metadata(context) if key == SCREENED_HEADER), None
         )
         prepared = await self.pipeline.prepare(request_context, body, edge_screening)
 
