@@ -19,29 +19,44 @@ import orjson
 SCREENED_HEADER = "x-aigw-screened"
 """Request header that the security service sets at the edge. The edge removes it from client requests."""
 
-# Locations of prompt text, as (message index, part index or -1 for a string content).
-TextSlot = tuple[int, int]
+# Where a prompt text sits: (message index, where in the message, position). Where is
+# CONTENT (a string content; position 0), PART (a text part of a list content; position
+# is the part's index) or TOOL_CALL (an earlier tool call's arguments; position is the
+# call's index in tool_calls).
+TextSlot = tuple[int, str, int]
+CONTENT = "content"
+PART = "part"
+TOOL_CALL = "tool_call"
 
 
 def iter_prompt_texts(request: dict[str, Any]) -> Iterator[tuple[TextSlot, str]]:
     """Yield every text of the prompt with where it sits, in message order.
 
-    NOTE: message `name` fields and the arguments of earlier tool calls are not yielded,
-    so they reach providers unscreened.
+    The arguments of earlier tool calls count as prompt text: they go back to the
+    provider and can carry the personal data a tool returned or a user typed.
+    NOTE: message `name` fields are not yielded; OpenAI allows only letters, digits,
+    `_` and `-` in them, so they cannot hold an email address or a phone number.
     """
     for index, message in enumerate(request["messages"]):
         content = message.get("content")
         if isinstance(content, str):
-            yield (index, -1), content
+            yield (index, CONTENT, 0), content
         elif isinstance(content, list):
             for part_index, part in enumerate(content):
                 if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                    yield (index, part_index), part["text"]
+                    yield (index, PART, part_index), part["text"]
+        tool_calls = message.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for call_index, call in enumerate(tool_calls):
+                function = call.get("function") if isinstance(call, dict) else None
+                arguments = function.get("arguments") if isinstance(function, dict) else None
+                if isinstance(arguments, str) and arguments:
+                    yield (index, TOOL_CALL, call_index), arguments
 
 
 def prompt_roles_and_texts(request: dict[str, Any]) -> list[tuple[str, str]]:
     """Return the ``(role, text)`` pairs that screening checks, in message order."""
-    return [(str(request["messages"][index].get("role")), text) for (index, _), text in iter_prompt_texts(request)]
+    return [(str(request["messages"][index].get("role")), text) for (index, _, _), text in iter_prompt_texts(request)]
 
 
 def screened_digest(model: str, attributes: Mapping[str, str], texts: list[tuple[str, str]]) -> str:

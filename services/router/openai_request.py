@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from libs.errors import InvalidRequestError
-from libs.screening import TextSlot
+from libs.screening import CONTENT, PART, TextSlot
 from services.router.routing import RoutePreferences
 
 
@@ -17,13 +17,19 @@ def _invalid(param: str, message: str, code: str = "invalid_value") -> InvalidRe
 def replace_prompt_texts(request: dict[str, Any], slots: list[TextSlot], texts: list[str]) -> dict[str, Any]:
     """Return a copy of ``request`` with the texts at ``slots`` replaced, leaving the original unchanged."""
     messages = [dict(message) for message in request["messages"]]
-    for (index, part_index), text in zip(slots, texts, strict=True):
-        if part_index < 0:
-            messages[index]["content"] = text
+    for (index, where, position), text in zip(slots, texts, strict=True):
+        message = messages[index]
+        if where == CONTENT:
+            message["content"] = text
+        elif where == PART:
+            parts = list(message["content"])
+            parts[position] = {**parts[position], "text": text}
+            message["content"] = parts
         else:
-            parts = list(messages[index]["content"])
-            parts[part_index] = {**parts[part_index], "text": text}
-            messages[index]["content"] = parts
+            calls = list(message["tool_calls"])
+            call = calls[position]
+            calls[position] = {**call, "function": {**call["function"], "arguments": text}}
+            message["tool_calls"] = calls
     return {**request, "messages": messages}
 
 
@@ -56,7 +62,7 @@ def routing_preferences(request: dict[str, Any]) -> tuple[RoutePreferences, dict
         try:
             max_price = float(raw_price)
         except (TypeError, ValueError):
-            raise _invalid(param, f"`{param}` is {raw_price!r}; send a price in USD such as \"0.01\"") from None
+            raise _invalid(param, f'`{param}` is {raw_price!r}; send a price in USD such as "0.01"') from None
         if not max_price >= 0 or max_price == float("inf"):
             raise _invalid(param, f"`{param}` is {raw_price!r}; it must be a finite number of 0 or more")
 

@@ -255,7 +255,7 @@ class Pipeline:
         located = list(iter_prompt_texts(request))
         slots = [slot for slot, _ in located]
         texts = [text for _, text in located]
-        roles = [str(request["messages"][index].get("role")) for (index, _), _ in located]
+        roles = [str(request["messages"][index].get("role")) for (index, _, _), _ in located]
         request_json = orjson.dumps(request)
 
         admit = self._admit_message(context, request, group, texts)

@@ -58,6 +58,35 @@ def test_prompt_with_pii_is_redacted_by_the_router(gateway: Any, client: openai.
     assert f"jane.roe.{marker}@example.com" not in seen
 
 
+def test_pii_in_earlier_tool_call_arguments_is_redacted(gateway: Any, client: openai.OpenAI) -> None:
+    marker = uuid.uuid4().hex[:8]
+    email = f"sam.doe.{marker}@example.com"
+
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "user", "content": f"Order {marker}: send the receipt."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "send_receipt", "arguments": json.dumps({"to": email})},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
+        ],
+    )
+
+    seen = json.dumps(gateway.simulator.requests())
+    assert marker in seen
+    assert email not in seen
+    assert completion.choices[0].message.content
+
+
 def test_denied_prompts_keep_their_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as injection:
         client.chat.completions.create(

@@ -6,7 +6,7 @@ import pytest
 
 from libs.errors import InvalidRequestError
 from libs.openai_chat import parse_body, validate
-from libs.screening import iter_prompt_texts
+from libs.screening import CONTENT, TOOL_CALL, iter_prompt_texts
 from services.router.openai_request import replace_prompt_texts
 
 
@@ -125,3 +125,29 @@ def test_unknown_content_part_type_is_rejected() -> None:
 
     assert caught.value.param == "messages[0].content[0].type"
     assert "input_text" in caught.value.message
+
+
+def test_tool_call_arguments_are_prompt_texts() -> None:
+    arguments = '{"to": "ana@example.org"}'
+    request = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "user", "content": "Send it."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "send", "arguments": arguments}}
+                ],
+            },
+        ],
+    }
+    located = list(iter_prompt_texts(request))
+    assert located == [((0, CONTENT, 0), "Send it."), ((1, TOOL_CALL, 0), arguments)]
+
+    replaced = replace_prompt_texts(request, [slot for slot, _ in located], ["Send it.", '{"to": "[EMAIL_1]"}'])
+
+    call = replaced["messages"][1]["tool_calls"][0]
+    assert call["function"] == {"name": "send", "arguments": '{"to": "[EMAIL_1]"}'}
+    assert call["id"] == "call_1"
+    assert request["messages"][1]["tool_calls"][0]["function"]["arguments"] == arguments
