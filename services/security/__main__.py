@@ -9,8 +9,14 @@ VERSION = "0.1.0"
 if __name__ == "__main__":
     raise SystemExit(
         main(
-            "security", SecurityConfig.from_env, build,
-            lambda config: {"cerbos": config.cerbos_address, "key_cache_ttl_s": config.key_cache_ttl_s},
+            "security",
+            SecurityConfig.from_env,
+            build,
+            lambda config: {
+                "cerbos": config.cerbos_address,
+                "key_cache_ttl_s": config.key_cache_ttl_s,
+                "jwt_issuer": config.jwt.issuer if config.jwt else None,
+            },
             version=VERSION,
         )
     )

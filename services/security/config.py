@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from libs.config import Env
+from libs.config import ConfigError, Env
+from services.security.jwt_auth import JwtSettings
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class SecurityConfig:
     """The router's model catalog (``SECURITY_CATALOG``). With it, chat prompts whose body
     comes with the ext_authz call are screened there, and the router skips ScreenPrompt
     for those that pass unchanged. Unset: the router screens every prompt."""
+    jwt: JwtSettings | None
+    """JSON Web Token authentication (``SECURITY_JWT_*``); None accepts API keys only."""
     drain_s: float
     """Seconds between NOT_SERVING and stop on SIGTERM (``SECURITY_DRAIN_S``)."""
     log_level: str
@@ -48,6 +52,38 @@ class SecurityConfig:
             key_cache_ttl_s=env.float("KEY_CACHE_TTL_S", 30.0),
             policy_cache_ttl_s=env.float("POLICY_CACHE_TTL_S", 5.0),
             catalog_path=env.optional("CATALOG"),
+            jwt=_jwt_settings(env),
             drain_s=env.float("DRAIN_S", 5.0),
             log_level=env.str("LOG_LEVEL", "INFO"),
         )
+
+
+def _jwt_settings(env: Env) -> JwtSettings | None:
+    jwks = env.optional("JWT_JWKS")
+    if not jwks:
+        return None
+    if jwks.startswith("http://"):
+        raise ConfigError(
+            f"{env.name('JWT_JWKS')}={jwks!r} is plain HTTP, where anyone on the path could swap the keys: "
+            "use the provider's https:// URL or a file"
+        )
+    if not jwks.startswith("https://") and not Path(jwks).is_file():
+        raise ConfigError(f"{env.name('JWT_JWKS')}={jwks!r} is neither a file nor an https:// URL")
+    issuer, audience = env.optional("JWT_ISSUER"), env.optional("JWT_AUDIENCE")
+    if not issuer or not audience:
+        raise ConfigError(
+            f"{env.name('JWT_JWKS')} is set, so {env.name('JWT_ISSUER')} and {env.name('JWT_AUDIENCE')} "
+            "must be set too: the issuer and audience a token must name"
+        )
+    refresh_s = env.float("JWT_REFRESH_S", 300.0)
+    if refresh_s <= 0:
+        raise ConfigError(f"{env.name('JWT_REFRESH_S')} must be greater than 0, got {refresh_s:g}")
+    return JwtSettings(
+        jwks=jwks,
+        issuer=issuer,
+        audience=audience,
+        tenant_claim=env.str("JWT_TENANT_CLAIM", "tenant"),
+        roles_claim=env.str("JWT_ROLES_CLAIM", "roles"),
+        models_claim=env.str("JWT_MODELS_CLAIM", "models"),
+        refresh_s=refresh_s,
+    )

@@ -3,7 +3,9 @@
 from prometheus_client import Counter
 
 AUTH_DECISIONS = Counter(
-    "aigw_auth_decisions_total", "Edge authentication decisions (allowed, missing_key, invalid_key).", ["decision"]
+    "aigw_auth_decisions_total",
+    "Edge authentication decisions (allowed, missing_key, invalid_key, invalid_token).",
+    ["decision"],
 )
 SCREEN_DECISIONS = Counter(
     "aigw_screen_decisions_total",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from aigateway.security.v1 import security_service_pb2, security_service_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from libs.errors import UnavailableError
 from libs.grpcserver import ServiceSpec
 from services.security.apikeys import ApiKeyStore
 from services.security.audit import AuditLog
@@ -12,8 +15,11 @@ from services.security.authz import ModelAuthorizer
 from services.security.config import SecurityConfig
 from services.security.edge_screening import EdgeScreener, load_model_attributes
 from services.security.injection import InjectionDetector
+from services.security.jwt_auth import JwtVerifier
 from services.security.pii import PiiRedactor
 from services.security.service import AuthorizationServicer, SecurityServicer
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     security_service_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
@@ -30,7 +36,15 @@ async def build(config: SecurityConfig) -> ServiceSpec:
     edge_screener = None
     if config.catalog_path:
         edge_screener = EdgeScreener(load_model_attributes(config.catalog_path), screening.screen_at_edge)
-    edge = AuthorizationServicer(keys, edge_screener)
+    tokens = None
+    if config.jwt is not None:
+        tokens = JwtVerifier(config.jwt)
+        try:
+            await tokens.load()
+        except UnavailableError as exc:
+            # The provider may be down for a moment; tokens load the keys again when they arrive.
+            logger.warning("could not load the JWKS at start", extra={"error": exc.message})
+    edge = AuthorizationServicer(keys, edge_screener, tokens)
 
     async def close() -> None:
         await audit.close()

@@ -34,6 +34,7 @@ from services.security.audit import AuditEvent, AuditLog
 from services.security.authz import ModelAuthorizer
 from services.security.edge_screening import EdgeScreener
 from services.security.injection import InjectionDetector, InjectionVerdict
+from services.security.jwt_auth import JwtVerifier, TokenError, looks_like_jwt
 from services.security.pii import PiiRedactor, Redaction
 
 logger = logging.getLogger(__name__)
@@ -87,16 +88,19 @@ def _denied(message: str, code: str, path: str) -> authz_pb.CheckResponse:
 
 
 class AuthorizationServicer(authz_grpc.AuthorizationServicer):
-    """Envoy ext_authz: verify the API key and hand the principal to the edge as headers."""
+    """Envoy ext_authz: verify the API key or JWT and hand the principal to the edge as headers."""
 
-    def __init__(self, keys: ApiKeyStore, edge_screener: EdgeScreener | None = None) -> None:
+    def __init__(
+        self, keys: ApiKeyStore, edge_screener: EdgeScreener | None = None, tokens: JwtVerifier | None = None
+    ) -> None:
         self.keys = keys
         self.edge_screener = edge_screener
+        self.tokens = tokens
 
     async def Check(  # noqa: N802 - name fixed by Envoy's API
         self, request: authz_pb.CheckRequest, context: grpc.aio.ServicerContext
     ) -> authz_pb.CheckResponse:
-        """Allow a request with a valid key; deny any other with 401 in OpenAI's error shape,
+        """Allow a request with a valid key or token; deny any other with 401 in OpenAI's error shape,
         or Anthropic's on the `/v1/messages` surface."""
         headers = dict(request.attributes.request.http.headers)
         path = request.attributes.request.http.path
@@ -107,14 +111,26 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
                 "missing API key: send it as `Authorization: Bearer <key>` or `x-api-key`", "missing_api_key", path
             )
 
-        principal = await self.keys.verify(presented)
-        if principal is None:
-            metrics.AUTH_DECISIONS.labels("invalid_key").inc()
-            return _denied(
-                "invalid API key: check the key, or create one with `python -m services.security.keys_cli create`",
-                "invalid_api_key",
-                path,
-            )
+        if looks_like_jwt(presented):
+            if self.tokens is None:
+                metrics.AUTH_DECISIONS.labels("invalid_token").inc()
+                return _denied("this gateway accepts API keys, not JSON Web Tokens", "invalid_token", path)
+            try:
+                principal = await self.tokens.verify(presented)
+            except TokenError as exc:
+                metrics.AUTH_DECISIONS.labels("invalid_token").inc()
+                logger.info("token rejected", extra={"reason": str(exc)})
+                return _denied(f"invalid token: {exc}", "invalid_token", path)
+        else:
+            verified = await self.keys.verify(presented)
+            if verified is None:
+                metrics.AUTH_DECISIONS.labels("invalid_key").inc()
+                return _denied(
+                    "invalid API key: check the key, or create one with `python -m services.security.keys_cli create`",
+                    "invalid_api_key",
+                    path,
+                )
+            principal = verified
 
         metrics.AUTH_DECISIONS.labels("allowed").inc()
         added = principal.to_headers()
