@@ -152,7 +152,7 @@ class _WrappingServer:
 
 
 # The call's metadata as the wrapper read it: gRPC decodes it anew on every
-# invocation_metadata() call (about 8 µs for the 19 entries Envoy forwards).
+# invocation_metadata() call (about 8 µs for 19 entries of 40 bytes, on a 2-core Xeon).
 _metadata_var: contextvars.ContextVar[tuple[tuple[str, str | bytes], ...] | None] = contextvars.ContextVar(
     "invocation_metadata", default=None
 )
