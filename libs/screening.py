@@ -19,10 +19,10 @@ import orjson
 SCREENED_HEADER = "x-aigw-screened"
 """Request header that the security service sets at the edge. The edge removes it from client requests."""
 
-# Where a prompt text sits: (message index, where in the message, position). Where is
-# CONTENT (a string content; position 0), PART (a text part of a list content; position
-# is the part's index) or TOOL_CALL (an earlier tool call's arguments; position is the
-# call's index in tool_calls).
+# Where a prompt text sits: (message index, where in the message, position).
+# - CONTENT: the message's string content; position 0.
+# - PART: a text part of a list content; position is the part's index.
+# - TOOL_CALL: the arguments of an earlier tool call; position is its index in tool_calls.
 TextSlot = tuple[int, str, int]
 CONTENT = "content"
 PART = "part"

@@ -137,8 +137,8 @@ class Batcher(Generic[T]):
 
     The task waits ``linger_s`` after the first item of an idle queue, then sends whatever
     queued meanwhile and while its previous call was in flight. A busy gateway sends many
-    items per call; a lightly loaded one still sends several, where a call per item would
-    cost both services more CPU than the request it follows.
+    items per call. A lightly loaded one still sends several, because a call per item
+    would cost both services more CPU than the request it follows.
     """
 
     def __init__(self, send: Callable[[list[T]], Awaitable[None]], batch_size: int, linger_s: float = 0.0) -> None:
