@@ -8,11 +8,13 @@ addresses the ``ipaddress`` parser. Secret keys are found by provider prefix, or
 variable name such as ``API_KEY`` or ``token`` next to a high-entropy value.
 
 Where detectors overlap, the more specific one wins, in this order: API_KEY, EMAIL,
-IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, PHONE. A key embedded in a URL's user part
+IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, DATE_OF_BIRTH, PHONE. A key embedded in a URL's user part
 therefore stays a key and is not also read as an e-mail address.
 
-Names, postal addresses and dates of birth are not detected: without a language model
-they cannot be found with the precision the other types have.
+A date of birth is a full date that a birth cue introduces: a word such as "DOB",
+"born" or "Geburtsdatum" just before it, or a column named ``dob`` in the CSV header or
+SQL column list above it. Names and postal addresses are not detected: without a
+language model they cannot be found with the precision the other types have.
 """
 
 from __future__ import annotations
@@ -41,13 +43,23 @@ IBAN = "IBAN"
 US_SSN = "US_SSN"
 IP_ADDRESS = "IP_ADDRESS"
 API_KEY = "API_KEY"
+DATE_OF_BIRTH = "DATE_OF_BIRTH"
 
 SUPPORTED_TYPES: frozenset[str] = frozenset(
-    {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY}
+    {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH}
 )
 
 # Lower number wins when two detectors claim overlapping text.
-_PRIORITY = {API_KEY: 0, EMAIL: 1, IBAN: 2, CREDIT_CARD: 3, US_SSN: 4, IP_ADDRESS: 5, PHONE: 6}
+_PRIORITY = {
+    API_KEY: 0,
+    EMAIL: 1,
+    IBAN: 2,
+    CREDIT_CARD: 3,
+    US_SSN: 4,
+    IP_ADDRESS: 5,
+    DATE_OF_BIRTH: 6,
+    PHONE: 7,
+}
 
 PLACEHOLDER_PATTERN = re.compile(r"\[([A-Z][A-Z_]*)_(\d+)\]")
 """A redaction placeholder such as ``[EMAIL_1]``. Group 1 is the type and group 2 the number."""
@@ -591,6 +603,127 @@ def _find_phones(text: str) -> Iterator[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------
+# Dates of birth: a full date (day, month and year) that a birth cue introduces. The
+# cue stands just before it on its line ("DOB: 11/30/1990", "nato il 9 gennaio 1982"),
+# or it names the date's column in a CSV header or an SQL column list ("dob").
+
+_MONTH_NAMES = (
+    # English (with abbreviations), French, Italian, Spanish, Portuguese, German.
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|"
+    "janvier|février|fevrier|mars|avril|mai|juin|juillet|août|aout|septembre|octobre|novembre|décembre|decembre|"
+    "gennaio|febbraio|marzo|aprile|maggio|giugno|luglio|agosto|settembre|ottobre|dicembre|"
+    "enero|febrero|abril|mayo|junio|julio|septiembre|setiembre|octubre|noviembre|diciembre|"
+    "janeiro|fevereiro|março|marco|maio|junho|julho|setembro|outubro|dezembro|"
+    "januar|februar|märz|maerz|juni|juli|oktober|dezember"
+)
+_YEAR = r"(?:19|20)\d{2}"
+_YEAR_HINT = re.compile(_YEAR)
+_FULL_DATE = re.compile(
+    rf"(?<![0-9A-Za-z.-])(?:"
+    rf"{_YEAR}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"  # ISO 8601
+    rf"|\d{{1,2}}[./-]\d{{1,2}}[./-]{_YEAR}"  # 30/01/1977, 03.05.1979, 11/30/1990
+    rf"|\d{{1,2}}(?:\.|er|º)?\s+(?:de\s+)?(?:{_MONTH_NAMES})\.?(?:\s+de)?,?\s+{_YEAR}"  # 17 de septiembre de 1995
+    rf"|(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+{_YEAR}"  # April 12, 1990
+    rf"|{_YEAR}年\d{{1,2}}月\d{{1,2}}日"  # 1988年4月12日
+    rf")(?![0-9A-Za-z-])",
+    re.IGNORECASE,
+)
+_BIRTH_CUE = re.compile(
+    r"(?:\b(?:d\.?o\.?b|date\s+of\s+birth|birth\s*date|birthday|born|geboren|geburtsdatum|geb"
+    r"|né|née|nato|nata|nacid[oa]|naci[óo]|nascid[oa]|nasceu|fecha\s+de\s+nacimiento"
+    r"|data\s+de\s+nascimento|data\s+di\s+nascita|date\s+de\s+naissance)\b"
+    r"|生年月日|出生日期|出生于|生まれ)",
+    re.IGNORECASE,
+)
+# A field or column named for the birth date, in a CSV header or an SQL column list.
+_BIRTH_FIELD = re.compile(
+    r"^[\"'`\s]*(?:dob|date_?of_?birth|birth_?date|birthday|geburtsdatum|fecha_?nacimiento)[\"'`\s]*$",
+    re.IGNORECASE,
+)
+# Between a cue and its date only short linking words may stand ("born on", "date of
+# birth is", "Nació el", "geboren am"), so that "birthday party on June 5, 2025" or
+# "born in Lisbon, moved on 2019-05-05" are not read as birth dates.
+_CUE_LINK_WORDS = frozenset(
+    "on is was the of his her my their your at am ist war le la el il em de do da es est était fue foi è é".split()
+    + ["は", "が", "是", "为", "為"]
+)
+_CUE_MAX_GAP = 24
+_WORD = re.compile(r"[^\W\d_]+")
+_FIELD_SEPARATORS = (",", ";", "\t", "|")
+_GROUP = re.compile(r"\(([^()\n]*)\)")
+# Lines searched upwards for a header; a longer table is not looked at as one.
+_HEADER_MAX_LINES = 200
+
+
+def _day_month_ok(value: str) -> bool:
+    """Return False for a numeric date whose parts cannot be a day and a month in either order."""
+    parts = re.split(r"[./-]", value)
+    if len(parts) != 3 or len(parts[2]) != 4:
+        return True
+    first, second = int(parts[0]), int(parts[1])
+    return (1 <= first <= 31 and 1 <= second <= 12) or (1 <= first <= 12 and 1 <= second <= 31)
+
+
+def _cue_before(text: str, start: int) -> bool:
+    line_start = text.rfind("\n", 0, start) + 1
+    window = text[max(line_start, start - _CUE_MAX_GAP - 40) : start]
+    cues = list(_BIRTH_CUE.finditer(window))
+    if not cues:
+        return False
+    gap = window[cues[-1].end() :]
+    return len(gap) <= _CUE_MAX_GAP and all(word.lower() in _CUE_LINK_WORDS for word in _WORD.findall(gap))
+
+
+def _record(text: str, start: int, end: int) -> tuple[int, int]:
+    """Return the bounds of the line, or of the parenthesised group on it, around a span."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    opening = text.rfind("(", line_start, start)
+    closing = text.find(")", end, line_end)
+    if opening >= 0 and closing >= 0 and ")" not in text[opening:start]:
+        return opening + 1, closing
+    return line_start, line_end
+
+
+def _header_candidates(text: str, before: int) -> Iterator[str]:
+    """Yield the lines and parenthesised groups that end before offset ``before``, nearest first."""
+    lines = text[:before].split("\n")
+    for line in reversed(lines[-_HEADER_MAX_LINES:]):
+        yield from reversed(_GROUP.findall(line))
+        yield line
+
+
+def _in_birth_column(text: str, start: int, end: int) -> bool:
+    """Return True when the date sits in the column that an earlier header names as the birth date."""
+    row_start, row_end = _record(text, start, end)
+    row = text[row_start:row_end]
+    for separator in _FIELD_SEPARATORS:
+        if separator not in row:
+            continue
+        column = row[: start - row_start].count(separator)
+        for header in _header_candidates(text, row_start):
+            fields = header.split(separator)
+            named = [index for index, field in enumerate(fields) if _BIRTH_FIELD.match(field)]
+            if named:
+                return column in named and len(fields) == row.count(separator) + 1
+    return False
+
+
+def _find_birth_dates(text: str) -> Iterator[tuple[int, int]]:
+    # Every full date has a four-digit year, and most prompts have none. The date
+    # pattern, with its month names, costs about 30 times more than this search.
+    if _YEAR_HINT.search(text) is None:
+        return
+    for match in _FULL_DATE.finditer(text):
+        if not _day_month_ok(match.group(0)):
+            continue
+        if _cue_before(text, match.start()) or _in_birth_column(text, match.start(), match.end()):
+            yield match.start(), match.end()
+
+
+# ---------------------------------------------------------------------------
 # The redactor
 
 _DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
@@ -600,10 +733,11 @@ _DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
     CREDIT_CARD: _find_cards,
     US_SSN: _find_ssns,
     IP_ADDRESS: lambda text: _chain(_find_ipv4(text), _find_ipv6(text)),
+    DATE_OF_BIRTH: _find_birth_dates,
     PHONE: _find_phones,
 }
 # Detectors that only look at digits can be skipped for text without any.
-_NEEDS_DIGITS = frozenset({IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, PHONE})
+_NEEDS_DIGITS = frozenset({IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, DATE_OF_BIRTH, PHONE})
 
 
 def _chain(*iterators: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:

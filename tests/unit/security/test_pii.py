@@ -8,6 +8,7 @@ from libs.redaction import restore
 from services.security.pii import (
     API_KEY,
     CREDIT_CARD,
+    DATE_OF_BIRTH,
     EMAIL,
     IBAN,
     IP_ADDRESS,
@@ -187,4 +188,46 @@ def test_unknown_type_rejected() -> None:
 
 
 def test_supported_types() -> None:
-    assert SUPPORTED_TYPES == {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY}
+    assert SUPPORTED_TYPES == {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH}
+
+
+@pytest.mark.parametrize(
+    ("text", "date"),
+    [
+        ("Applicant: Ines Varga, DOB 04/17/1986, no prior claims.", "04/17/1986"),
+        ("Her date of birth is 2 November 1993.", "2 November 1993"),
+        ("I was born on March 8th, 1979 in a small town.", "March 8th, 1979"),
+        ("Geboren am 12. März 1990 in Köln.", "12. März 1990"),
+        ("Sua data de nascimento é 4 de maio de 1987.", "4 de maio de 1987"),
+        ("Il paziente è nato il 21 luglio 1964.", "21 luglio 1964"),
+        ("Date de naissance : 15.09.2001", "15.09.2001"),
+        ('{"name": "T. Okafor", "dob": "1975-12-30"}', "1975-12-30"),
+        ("生年月日は1991年7月3日です。", "1991年7月3日"),
+    ],
+)
+def test_birth_date_after_a_cue(redactor: PiiRedactor, text: str, date: str) -> None:
+    assert (DATE_OF_BIRTH, date) in found(redactor, text)
+
+
+def test_birth_date_in_a_named_column(redactor: PiiRedactor) -> None:
+    csv = "id;signed_up;birth_date\n17;2023-04-01;1969-08-21\n18;2024-02-11;1958-01-30"
+    sql = "INSERT INTO members (name, joined, dob) VALUES ('A. Novak', '2022-06-01', '1981-03-09');"
+
+    assert [value for kind, value in found(redactor, csv) if kind == DATE_OF_BIRTH] == ["1969-08-21", "1958-01-30"]
+    assert [value for kind, value in found(redactor, sql) if kind == DATE_OF_BIRTH] == ["1981-03-09"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Your appointment is on 2025-03-05 at 10:00.",
+        "Birthday party on June 5, 2025 at the office.",
+        "I was born in Lisbon and moved abroad on 2019-05-05.",
+        "Released 12/05/2024, build 10.2.0.14.",
+        "DOB: 13/13/1990",
+        "Date: Tue Apr 9 14:02:11 2024 +0200",
+        "id,created,updated\n4,2024-01-01,2024-02-02",
+    ],
+)
+def test_other_dates_are_not_birth_dates(redactor: PiiRedactor, text: str) -> None:
+    assert DATE_OF_BIRTH not in {kind for kind, _ in found(redactor, text)}
