@@ -12,6 +12,7 @@ from services.security.pii import (
     EMAIL,
     IBAN,
     IP_ADDRESS,
+    PERSON,
     PHONE,
     SUPPORTED_TYPES,
     US_SSN,
@@ -188,7 +189,7 @@ def test_unknown_type_rejected() -> None:
 
 
 def test_supported_types() -> None:
-    assert SUPPORTED_TYPES == {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH}
+    assert SUPPORTED_TYPES == {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH, PERSON}
 
 
 @pytest.mark.parametrize(
@@ -201,7 +202,7 @@ def test_supported_types() -> None:
         ("Sua data de nascimento é 4 de maio de 1987.", "4 de maio de 1987"),
         ("Il paziente è nato il 21 luglio 1964.", "21 luglio 1964"),
         ("Date de naissance : 15.09.2001", "15.09.2001"),
-        ('{"name": "T. Okafor", "dob": "1975-12-30"}', "1975-12-30"),
+        ('{"name": "T. Moreau", "dob": "1975-12-30"}', "1975-12-30"),
         ("生年月日は1991年7月3日です。", "1991年7月3日"),
     ],
 )
@@ -231,3 +232,38 @@ def test_birth_date_in_a_named_column(redactor: PiiRedactor) -> None:
 )
 def test_other_dates_are_not_birth_dates(redactor: PiiRedactor, text: str) -> None:
     assert DATE_OF_BIRTH not in {kind for kind, _ in found(redactor, text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("Name: Oona Halvorsen\nRoom: 12", ["Oona Halvorsen"]),
+        ("Hi Priya, the report is attached.", ["Priya"]),
+        ("Dear Mrs. Okonedo, thank you for your letter.", ["Okonedo"]),
+        ("See you soon.\n\nKind regards,\nTobias Engqvist", ["Tobias Engqvist"]),
+        ("Bonjour, je m'appelle Aurélie Fontaine et j'ai une question.", ["Aurélie Fontaine"]),
+        ('{"order": 7, "customer": "Mateus Braga"}', ["Mateus Braga"]),
+        ("Participants: Lin Wei, Tomás de la Cruz, Ada Obi", ["Lin Wei", "Tomás de la Cruz", "Ada Obi"]),
+        ("The ticket was opened by employee Greta Lindahl yesterday.", ["Greta Lindahl"]),
+        ("payee,amount\nYara Haddad,120.00\nPiet Smit,80.00", ["Yara Haddad", "Piet Smit"]),
+    ],
+)
+def test_person_names_after_a_cue(redactor: PiiRedactor, text: str, names: list[str]) -> None:
+    assert [value for kind, value in found(redactor, text) if kind == PERSON] == names
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hi team, the build is green again.",
+        "Dear Customer, your order has shipped.",
+        "I'm Canadian and I live in Toronto.",
+        "client = Client(api_key=os.environ['KEY'])",
+        "Best practices for naming Python modules?",
+        "Thanks for the help, it works now.",
+        "The user Admin cannot log in.",
+        "Write a haiku about autumn leaves in Kyoto.",
+    ],
+)
+def test_text_without_person_names(redactor: PiiRedactor, text: str) -> None:
+    assert PERSON not in {kind for kind, _ in found(redactor, text)}
