@@ -8,7 +8,7 @@ addresses the ``ipaddress`` parser. Secret keys are found by provider prefix, or
 variable name such as ``API_KEY`` or ``token`` next to a high-entropy value.
 
 Where detectors overlap, the more specific one wins, in this order: API_KEY, EMAIL,
-IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, DATE_OF_BIRTH, PHONE, PERSON. A key embedded in a URL's user part
+IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, DATE_OF_BIRTH, PHONE, LOCATION, PERSON. A key embedded in a URL's user part
 therefore stays a key and is not also read as an e-mail address.
 
 Dates of birth and person names are found by their cues, because without a language
@@ -17,7 +17,10 @@ birth is a full date after a word such as "DOB", "born" or "Geburtsdatum", or in
 column named ``dob`` of a CSV header or SQL column list. A person name is a run of
 capitalised words after a form label ("Name:"), a greeting ("Hi"), a sign-off
 ("Thanks,"), a self-introduction, a title or a role word ("employee"), or in a name
-column. A name without such a cue is missed. Postal addresses are not detected.
+column. A name without such a cue is missed. A street address is a street with its
+house number in one of the common European or English forms ("12 Elm Grove",
+"Ahornstraße 16", "via delle Rose 9"), extended over the town, region and postcode
+that follow it.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ IP_ADDRESS = "IP_ADDRESS"
 API_KEY = "API_KEY"
 DATE_OF_BIRTH = "DATE_OF_BIRTH"
 PERSON = "PERSON"
+LOCATION = "LOCATION"
 
 SUPPORTED_TYPES: frozenset[str] = frozenset(
-    {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH, PERSON}
+    {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH, PERSON, LOCATION}
 )
 
 # Lower number wins when two detectors claim overlapping text.
@@ -63,7 +67,8 @@ _PRIORITY = {
     IP_ADDRESS: 5,
     DATE_OF_BIRTH: 6,
     PHONE: 7,
-    PERSON: 8,
+    LOCATION: 8,
+    PERSON: 9,
 }
 
 PLACEHOLDER_PATTERN = re.compile(r"\[([A-Z][A-Z_]*)_(\d+)\]")
@@ -898,6 +903,98 @@ def _find_person_names(text: str) -> Iterator[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------
+# Street addresses: a street with its house number, then the comma-separated parts that
+# follow it (unit, district, town, region, postcode, country), as far as they read as
+# address parts. A street name alone, a town or a region is not an address.
+
+_UPPER = r"[^\W\d_a-zß-ÿ]"  # an uppercase letter, any script with case
+_CAP_WORD = rf"{_UPPER}[^\W\d_]*(?:[-'’]{_UPPER}?[^\W\d_]+)*\.?"
+_HOUSE_NUMBER = r"\d{1,5}[A-Za-z]?(?:[/-]\d{1,4}[A-Za-z]?)?"
+_ENGLISH_STREET = (
+    r"street|st|avenue|ave|road|rd|lane|ln|drive|dr|close|crescent|court|ct|way|boulevard|blvd|place|pl"
+    r"|terrace|square|parkway|highway|hwy|row|mews|grove|gardens|hill"
+)
+_STREET = re.compile(
+    r"(?:"
+    # A house number first: 804 Cedar Hollow Lane, 17 rue des Tisserands
+    rf"(?P<number_first>(?<![\w.-]){_HOUSE_NUMBER}\s+(?:{_CAP_WORD}\s+){{1,3}}(?i:{_ENGLISH_STREET})\b\.?"
+    rf"|(?<![\w.-]){_HOUSE_NUMBER},?\s+(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|place|quai|cours)"
+    rf"\s+(?:(?:de|du|des|la|le|l'|d')\s*)*{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,2}})"
+    # Rua das Acácias, 312 / Calle de los Tilos 14 / via dei Mandorli 22 / ul. Jaśminowa 5/12
+    rf"|(?P<street_first>\b(?i:rua|calle|carrer|via|viale|vicolo|piazza|corso|avenida|av\.|plaza|paseo|travessa"
+    rf"|alameda|estrada|largo|praça|ul\.|ulica|aleja)\s+(?:(?:de|do|da|dos|das|del|della|delle|dello|dei|degli|di|los|las|la|el)\s+)*"
+    rf"{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,2}},?\s+{_HOUSE_NUMBER}(?![\d-]))"
+    # Birkenweg 7, Lerchenstraße 41, Lindenhofstraat 38
+    rf"|\b{_UPPER}[^\W\d_]*(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer|straat|laan|gracht"
+    rf"|plein|kade|singel|vej|gade|gatan|vägen|veien|gata)\s+{_HOUSE_NUMBER}(?![\d-])"
+    # 〒150-0002 followed by the address in Japanese
+    r"|〒\d{3}-\d{4}\s*[^\s,、。]+(?:\s+[^\s,、。]*\d[^\s,、。]*)?"
+    r")"
+)
+_STREET_HINT = re.compile(
+    r"\d,?[ \t]+(?:[^\W\d_a-z]|(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|place|quai|cours)\b)"
+    r"|[^\W\d_a-z][^\W\d_]*,?[ \t]+\d|〒"
+)
+# Parts that may follow a street, each between commas.
+_UNIT_PART = re.compile(
+    r"(?:apt|apartment|suite|ste|unit|flat|floor|fl|apto|apartamento|piso|bloco|bloque|app|appt|étage|stiege|top)"
+    r"\b\.?\s*#?\s*\w{1,5}|\d{1,3}\s*[º°ª]\s*\w?|#\s*\w{1,5}",
+    re.IGNORECASE,
+)
+_POSTCODE = (
+    r"\d{5}(?:-\d{3,4})?|\d{4}-\d{3}|\d{4}(?:\s?[A-Z]{2})?|\d{2}-\d{3}|\d{3}\s\d{2}"  # US, BR, PT, EU, NL, PL, SE
+    r"|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}"  # UK
+    r"|[A-Z]\d[A-Z]\s?\d[A-Z]\d"  # Canada
+)
+# A town or region word: capitalised, with no letter or digit right after it.
+_PLACE_WORD = rf"{_UPPER}[^\W\d_]*(?:[-'’]{_UPPER}?[^\W\d_]+)*(?!\w)"
+_PLACE_PART = re.compile(
+    rf"(?:(?:{_POSTCODE})[ ]+)?{_PLACE_WORD}(?:[ -]+{_PLACE_WORD}){{0,3}}(?:[ ]*-[ ]*[A-Z]{{2}}\b)?"
+    rf"(?:[ ]+(?:[A-Z]{{2,3}}[ ]+)?(?:{_POSTCODE})\b)?"
+    rf"|(?:[A-Z]{{2,3}}[ ]+)?(?:{_POSTCODE})\b"
+)
+_ADDRESS_MAX_PARTS = 6
+
+
+def _address_end(text: str, end: int) -> int:
+    """Extend a street at ``end`` over the comma-separated address parts that follow it."""
+    for _ in range(_ADDRESS_MAX_PARTS):
+        if text[end : end + 2] != ", ":
+            break
+        part = _UNIT_PART.match(text, end + 2) or _PLACE_PART.match(text, end + 2)
+        if part is None:
+            break
+        # A part ends at a comma, a period, a line end, a closing bracket or the end of
+        # the text, or at a space when it holds a postcode ("Utrecht on Thursday"), so that
+        # "Boise, ID 83702, please update" stops before "please".
+        following = text[part.end() : part.end() + 1]
+        if following not in ("", ",", ".", ";", ")", "\n", "\r") and not (
+            following == " " and any(character.isdigit() for character in part.group(0))
+        ):
+            break
+        end = part.end()
+    return end
+
+
+def _find_addresses(text: str) -> Iterator[tuple[int, int]]:
+    # Every street pattern puts a house number next to a capitalised word or a street
+    # word. Most prompts have no such pair, and this search costs a quarter of the full one.
+    if _STREET_HINT.search(text) is None:
+        return
+    for street in _STREET.finditer(text):
+        start, end = street.start(), _address_end(text, street.end())
+        if (street.group("number_first") or street.group("street_first")) and end == street.end():
+            # "10 Best Road Trips", "sent via Gmail 2 times": such a street reads as an
+            # address only with a town or postcode after it.
+            continue
+        # A unit written before the street: "Unit 4, 19 Kookaburra Crescent".
+        unit = re.search(r"(?:unit|apt|flat|suite)\s*#?\w{1,5},\s*$", text[max(0, start - 16) : start], re.IGNORECASE)
+        if unit is not None:
+            start = max(0, start - 16) + unit.start()
+        yield start, end
+
+
+# ---------------------------------------------------------------------------
 # The redactor
 
 _DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
@@ -910,9 +1007,10 @@ _DETECTORS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
     DATE_OF_BIRTH: _find_birth_dates,
     PHONE: _find_phones,
     PERSON: _find_person_names,
+    LOCATION: _find_addresses,
 }
 # Detectors that only look at digits can be skipped for text without any.
-_NEEDS_DIGITS = frozenset({IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, DATE_OF_BIRTH, PHONE})
+_NEEDS_DIGITS = frozenset({IBAN, CREDIT_CARD, US_SSN, IP_ADDRESS, DATE_OF_BIRTH, PHONE, LOCATION})
 
 
 def _chain(*iterators: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:

@@ -12,6 +12,7 @@ from services.security.pii import (
     EMAIL,
     IBAN,
     IP_ADDRESS,
+    LOCATION,
     PERSON,
     PHONE,
     SUPPORTED_TYPES,
@@ -189,7 +190,18 @@ def test_unknown_type_rejected() -> None:
 
 
 def test_supported_types() -> None:
-    assert SUPPORTED_TYPES == {EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, API_KEY, DATE_OF_BIRTH, PERSON}
+    assert SUPPORTED_TYPES == {
+        EMAIL,
+        PHONE,
+        CREDIT_CARD,
+        IBAN,
+        US_SSN,
+        IP_ADDRESS,
+        API_KEY,
+        DATE_OF_BIRTH,
+        PERSON,
+        LOCATION,
+    }
 
 
 @pytest.mark.parametrize(
@@ -267,3 +279,34 @@ def test_person_names_after_a_cue(redactor: PiiRedactor, text: str, names: list[
 )
 def test_text_without_person_names(redactor: PiiRedactor, text: str) -> None:
     assert PERSON not in {kind for kind, _ in found(redactor, text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("Deliver to 31 Willow Bend Road, Dunedin 9016 before noon.", "31 Willow Bend Road, Dunedin 9016"),
+        ("Office: 77 Harrow Street, Suite 3, Portland, OR 97205", "77 Harrow Street, Suite 3, Portland, OR 97205"),
+        ("Adresse : 8 rue des Lilas, 69003 Lyon", "8 rue des Lilas, 69003 Lyon"),
+        ("Wir wohnen in der Ahornstraße 16, 50667 Köln.", "Ahornstraße 16, 50667 Köln"),
+        ("Indirizzo: via delle Rose 9, 50123 Firenze", "via delle Rose 9, 50123 Firenze"),
+        ("Avenida da Liberdade 120, 1250-096 Lisboa, Portugal", "Avenida da Liberdade 120, 1250-096 Lisboa, Portugal"),
+        ("Flat 2, 14 Elm Grove, Bristol BS6 5AB", "Flat 2, 14 Elm Grove, Bristol BS6 5AB"),
+    ],
+)
+def test_street_address(redactor: PiiRedactor, text: str, address: str) -> None:
+    assert (LOCATION, address) in found(redactor, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The 10 Best Road Trips in Europe",
+        "Version 2 Main Street release notes",
+        "Send the file via Slack 2 times a day.",
+        "We flew to Lisbon and then to Porto.",
+        "Step 3 Drive to the airport.",
+        "Call the support line between 9 and 17.",
+    ],
+)
+def test_text_without_addresses(redactor: PiiRedactor, text: str) -> None:
+    assert LOCATION not in {kind for kind, _ in found(redactor, text)}
