@@ -19,7 +19,7 @@ import orjson
 SCREENED_HEADER = "x-aigw-screened"
 """Request header that the security service sets at the edge. The edge removes it from client requests."""
 
-# Where a prompt text sits: (message index, where in the message, position).
+# Location of a prompt text: (message index, kind of place, position).
 # - CONTENT: the message's string content; position 0.
 # - PART: a text part of a list content; position is the part's index.
 # - TOOL_CALL: the arguments of an earlier tool call; position is its index in tool_calls.

@@ -1,6 +1,6 @@
 """Recall and precision of the PII redactor on a labelled set: ``python -m tools.eval_pii FILE``.
 
-FILE holds JSON lines ``{"id", "text", "entities": [{"type", "value"}]}``, where each value
+FILE contains JSON lines ``{"id", "text", "entities": [{"type", "value"}]}``, where each value
 is an exact substring of the text and every occurrence of it is that entity (the format
 of the development set in ``../shared/eval/pii_dev.jsonl``). A detected span counts as a
 true positive when its type and text equal a labelled entity of its line. The script

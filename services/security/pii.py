@@ -614,7 +614,7 @@ def _find_phones(text: str) -> Iterator[tuple[int, int]]:
 
 # ---------------------------------------------------------------------------
 # Dates of birth: a full date (day, month and year) that a birth cue introduces. The
-# cue stands just before it on its line ("DOB: 02/14/1987", "nata il 3 marzo 1975"),
+# cue is just before it on its line ("DOB: 02/14/1987", "nata il 3 marzo 1975"),
 # or it names the date's column in a CSV header or an SQL column list ("dob").
 
 _MONTH_NAMES = (
@@ -965,7 +965,7 @@ def _address_end(text: str, end: int) -> int:
         if part is None:
             break
         # A part ends at a comma, a period, a line end, a closing bracket or the end of
-        # the text, or at a space when it holds a postcode ("Utrecht on Thursday"), so that
+        # the text, or at a space when it contains a postcode ("Utrecht on Thursday"), so that
         # "Boise, ID 83702, please update" stops before "please".
         following = text[part.end() : part.end() + 1]
         if following not in ("", ",", ".", ";", ")", "\n", "\r") and not (
