@@ -27,7 +27,13 @@ from libs.principal import Principal
 
 logger = logging.getLogger(__name__)
 
-ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+# The accepted algorithms, with the JWK key type ("kty") that each needs.
+_KEY_TYPES = {
+    **{name: "RSA" for name in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
+    **{name: "EC" for name in ("ES256", "ES384", "ES512")},
+    "EdDSA": "OKP",
+}
+ALGORITHMS = frozenset(_KEY_TYPES)
 # Seconds of clock difference allowed between the identity provider and this service.
 LEEWAY_S = 30
 # A token whose key id is not in the key set reloads the set, at most this often.
@@ -89,7 +95,8 @@ class JwtVerifier:
             raise UnavailableError(
                 f"the JWKS at {self.settings.jwks} is not a valid key set: {exc}", reason="JWKS_INVALID"
             ) from None
-        self._keys = {key.key_id or "": key for key in key_set.keys}
+        # Keys published for encryption ("use": "enc") never verify a signature.
+        self._keys = {key.key_id or "": key for key in key_set.keys if key.public_key_use != "enc"}
         self._loaded_at = time.monotonic()
 
     def _read(self) -> bytes:
@@ -136,6 +143,8 @@ class JwtVerifier:
         key = self._keys.get(kid)
         if key is None:
             raise TokenError(f"the token's signing key {kid!r} is not in the identity provider's key set")
+        if _KEY_TYPES[algorithm] != key.key_type:
+            raise TokenError(f"the token's algorithm {algorithm} does not fit its signing key of type {key.key_type}")
 
         try:
             claims = jwt.decode(
@@ -159,7 +168,7 @@ class JwtVerifier:
             raise TokenError(f"the token has no `{exc.claim}` claim") from None
         except jwt.InvalidSignatureError:
             raise TokenError("the token's signature does not verify") from None
-        except jwt.InvalidTokenError:
+        except (jwt.PyJWTError, TypeError, ValueError):
             raise TokenError("the token is not a valid JWT") from None
         return self._principal(claims)
 

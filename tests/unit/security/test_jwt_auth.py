@@ -166,6 +166,15 @@ async def test_unsigned_and_hmac_tokens_rejected(jwks_file: Path) -> None:
         await verifier.verify("eyJhbGciOi.not-base64!.x")
 
 
+async def test_algorithm_must_fit_the_key_type(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    elliptic = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "jwks.json"
+    _write_jwks(path, _jwk(elliptic, "ec1"))
+
+    with pytest.raises(TokenError, match="algorithm RS256 does not fit its signing key of type EC"):
+        await _verifier(path).verify(_token(rsa_key, "ec1"))
+
+
 async def test_rotated_key_reloads_key_set(
     jwks_file: Path, rsa_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
