@@ -791,7 +791,7 @@ _NAME_PARTICLES = frozenset("de del della di da das do dos van von der den la le
 _NOT_NAMES = frozenset(
     "team all everyone everybody there folks support sir madam customer customers friends guys colleagues "
     "hiring manager admin user users the a an sales billing hr it devops world again to our your my "
-    "this that none null unknown n/a test example i i'm i’m".split()
+    "this that none null unknown n/a test example i i'm i’m assistant bot chatgpt gpt copilot".split()
 )
 _NAME_MAX_TOKENS = 4
 
