@@ -240,7 +240,8 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
             metrics.SCREEN_DECISIONS.labels("model_not_allowed").inc()
             self.audit.record(event.denied("MODEL_NOT_ALLOWED"))
             raise PermissionDeniedError(
-                f"this API key may not use the model `{request.model}`",
+                f"this API key or token may not use the model `{request.model}`: its roles or model list "
+                "do not allow it",
                 reason="MODEL_NOT_ALLOWED",
                 param="model",
                 openai_code="model_not_allowed",
