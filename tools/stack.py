@@ -542,6 +542,8 @@ class Stack:
             # (under sudo, in containers). Only its binaries are used, so it is noise.
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             self.postgres.start()
+        if self.postgres.process is not None:
+            _progress(f"postgres is ready (pid {self.postgres.process.pid})")
         self.database_urls = {
             name: self.postgres.create_database(name) for name in SERVICE_DATABASES
         }
