@@ -65,6 +65,7 @@ class ModelAuthorizer:
         self._timeout_s = timeout_s
         self._decision_ttl_s = decision_ttl_s
         self._decisions: OrderedDict[tuple[object, ...], tuple[bool, float]] = OrderedDict()
+        self._in_flight: dict[tuple[object, ...], asyncio.Future[bool]] = {}
 
     @classmethod
     async def connect(
@@ -115,25 +116,40 @@ class ModelAuthorizer:
         if not principal.roles:
             # Cerbos requires at least one role, and a key without roles may do nothing.
             return False
-
-        # The key contains everything the PDP receives, so equal keys get equal decisions.
-        cache_key = (
-            principal.key_id,
-            principal.tenant,
-            tuple(principal.roles),
-            tuple(principal.allowed_models),
-            model,
-            tuple(sorted(model_attributes.items())),
-        )
+        cache_key = _decision_key(principal, model, model_attributes)
         cached = self._decisions.get(cache_key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        if self._decision_ttl_s <= 0:
+            return await self._check(principal, model, model_attributes)
+
+        # Requests that miss together (at start, or when a decision expires under load)
+        # share one PDP call instead of each making its own.
+        check = self._in_flight.get(cache_key)
+        if check is None:
+            check = asyncio.ensure_future(self._check_and_remember(cache_key, principal, model, model_attributes))
+            self._in_flight[cache_key] = check
+            check.add_done_callback(lambda done: self._in_flight.pop(cache_key, None))
+        # Shielded, so that a caller that gives up does not cancel the call others wait for.
+        return await asyncio.shield(check)
+
+    def cached_decision(self, principal: Principal, model: str, model_attributes: Mapping[str, str]) -> bool | None:
+        """Return the decision that :meth:`can_invoke` would reuse now, or None when it would ask the PDP."""
+        if not principal.roles:
+            return False
+        cached = self._decisions.get(_decision_key(principal, model, model_attributes))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
+    async def _check_and_remember(
+        self, cache_key: tuple[object, ...], principal: Principal, model: str, model_attributes: Mapping[str, str]
+    ) -> bool:
         allowed = await self._check(principal, model, model_attributes)
-        if self._decision_ttl_s > 0:
-            self._decisions[cache_key] = (allowed, time.monotonic() + self._decision_ttl_s)
-            self._decisions.move_to_end(cache_key)
-            if len(self._decisions) > _MAX_CACHED_DECISIONS:
-                self._decisions.popitem(last=False)
+        self._decisions[cache_key] = (allowed, time.monotonic() + self._decision_ttl_s)
+        self._decisions.move_to_end(cache_key)
+        if len(self._decisions) > _MAX_CACHED_DECISIONS:
+            self._decisions.popitem(last=False)
         return allowed
 
     async def _check(self, principal: Principal, model: str, model_attributes: Mapping[str, str]) -> bool:
@@ -181,3 +197,15 @@ class ModelAuthorizer:
     async def close(self) -> None:
         """Close the gRPC channel."""
         await self._client.close()
+
+
+def _decision_key(principal: Principal, model: str, model_attributes: Mapping[str, str]) -> tuple[object, ...]:
+    # Everything the PDP receives, so that equal keys get equal decisions.
+    return (
+        principal.key_id,
+        principal.tenant,
+        tuple(principal.roles),
+        tuple(principal.allowed_models),
+        model,
+        tuple(sorted(model_attributes.items())),
+    )

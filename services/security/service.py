@@ -313,15 +313,14 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
         self, principal: Principal, model: str, attributes: Mapping[str, str], texts: list[tuple[str, str]]
     ) -> tuple[bool, InjectionVerdict | None, Redaction]:
         """Return the policy decision, the injection verdict and the redaction of ``texts``."""
+        cached = self.authorizer.cached_decision(principal, model, attributes)
+        if cached is not None:
+            verdict, redaction = await self._screen(texts)
+            return cached, verdict, redaction
         # The policy check is a network call: start it, screen the texts meanwhile.
         policy = asyncio.ensure_future(self.authorizer.can_invoke(principal, model, dict(attributes)))
         try:
-            if sum(len(text) for _, text in texts) > INLINE_SCREEN_CHARS:
-                # A large prompt takes long enough to screen that the event loop would
-                # stall every other call; screen it in a worker thread.
-                verdict, redaction = await asyncio.to_thread(self._screen_texts, texts)
-            else:
-                verdict, redaction = self._screen_texts(texts)
+            verdict, redaction = await self._screen(texts)
             allowed = await policy
         except Exception as exc:
             policy.cancel()
@@ -331,6 +330,13 @@ class SecurityServicer(pb_grpc.SecurityServiceServicer):
                 ) from exc
             raise
         return allowed, verdict, redaction
+
+    async def _screen(self, texts: Sequence[tuple[str, str]]) -> tuple[InjectionVerdict | None, Redaction]:
+        if sum(len(text) for _, text in texts) > INLINE_SCREEN_CHARS:
+            # A large prompt takes long enough to screen that the event loop would stall
+            # every other call, so it is screened in a worker thread.
+            return await asyncio.to_thread(self._screen_texts, texts)
+        return self._screen_texts(texts)
 
     def _screen_texts(self, texts: Sequence[tuple[str, str]]) -> tuple[InjectionVerdict | None, Redaction]:
         verdict = None

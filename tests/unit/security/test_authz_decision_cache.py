@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from libs.principal import Principal
@@ -67,3 +68,36 @@ async def test_zero_ttl_asks_every_time() -> None:
     await authorizer.can_invoke(principal(), "gpt-4o-mini", {"tier": "standard"})
 
     assert client.checks == 2
+
+
+class SlowClient(CountingClient):
+    """Takes a moment per check, so that calls overlap."""
+
+    async def is_allowed(self, action: str, principal: Any, resource: Any) -> bool:
+        await asyncio.sleep(0.05)
+        return await super().is_allowed(action, principal, resource)
+
+
+async def test_concurrent_misses_share_one_check() -> None:
+    client = SlowClient(allowed=True)
+    authorizer = ModelAuthorizer(client, "127.0.0.1:1", 1.0, decision_ttl_s=60)  # type: ignore[arg-type]
+
+    decisions = await asyncio.gather(
+        *(authorizer.can_invoke(principal(), "gpt-4o-mini", {"tier": "standard"}) for _ in range(20))
+    )
+
+    assert decisions == [True] * 20
+    assert client.checks == 1
+
+
+async def test_cached_decision_without_a_check() -> None:
+    client = CountingClient(allowed=True)
+    authorizer = ModelAuthorizer(client, "127.0.0.1:1", 1.0, decision_ttl_s=60)  # type: ignore[arg-type]
+
+    before = authorizer.cached_decision(principal(), "gpt-4o-mini", {"tier": "standard"})
+    await authorizer.can_invoke(principal(), "gpt-4o-mini", {"tier": "standard"})
+    after = authorizer.cached_decision(principal(), "gpt-4o-mini", {"tier": "standard"})
+
+    assert before is None
+    assert after is True
+    assert authorizer.cached_decision(principal(roles=()), "gpt-4o-mini", {"tier": "standard"}) is False
