@@ -822,6 +822,9 @@ def _name_at(text: str, position: int) -> tuple[int, int] | None:
         position = token.end() + 1
     if not spans:
         return None
+    if all(text[start:end].isupper() and end - start <= 4 for start, end in spans):
+        # Acronyms and codes ("USD", "DOB", "HR"), not a name written in capitals.
+        return None
     after = text[spans[-1][1] : spans[-1][1] + 2]
     if after[:1] in ("(", "[") or (after[:1] == "." and after[1:2].isalpha()):
         # Code, not a name: "client = Client(…)", "user = User.objects…".

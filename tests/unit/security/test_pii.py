@@ -274,6 +274,7 @@ def test_person_names_after_a_cue(redactor: PiiRedactor, text: str, names: list[
         "Best practices for naming Python modules?",
         "Thanks for the help, it works now.",
         "The user Admin cannot log in.",
+        '{"from": "USD", "to": "EUR", "amount": 12}',
         "Write a haiku about autumn leaves in Kyoto.",
     ],
 )
