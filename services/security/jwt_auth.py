@@ -39,6 +39,8 @@ LEEWAY_S = 30
 # A token whose key id is not in the key set reloads the set, at most this often.
 UNKNOWN_KEY_RELOAD_S = 30.0
 FETCH_TIMEOUT_S = 5.0
+# After a failed load of the key set, the next attempt waits this long.
+RETRY_AFTER_FAILURE_S = 5.0
 # Key ids of principals from tokens start with this, so that no subject can share an
 # API key's id, and with it its budget and rate limits.
 KEY_ID_PREFIX = "jwt:"
@@ -84,7 +86,10 @@ class JwtVerifier:
         self.ssl_context = ssl_context
         self._keys: dict[str, Any] = {}
         self._loaded_at = float("-inf")
+        self._retry_at = 0.0
+        self._generation = 0
         self._lock = asyncio.Lock()
+        self._background: asyncio.Future[None] | None = None
 
     async def load(self) -> None:
         """Load the key set now; raise UnavailableError when it cannot be read."""
@@ -98,6 +103,7 @@ class JwtVerifier:
         # Keys published for encryption ("use": "enc") never verify a signature.
         self._keys = {key.key_id or "": key for key in key_set.keys if key.public_key_use != "enc"}
         self._loaded_at = time.monotonic()
+        self._generation += 1
 
     def _read(self) -> bytes:
         source = self.settings.jwks
@@ -111,20 +117,45 @@ class JwtVerifier:
                 f"the JWKS at {source} cannot be read: {exc}", reason="JWKS_UNAVAILABLE", retry_after_s=1.0
             ) from None
 
-    async def _refresh(self, *, unknown_key: bool) -> None:
+    async def _ensure_key(self, kid: str) -> None:
+        """Load or reload the key set as ``kid`` and the key set's age require.
+
+        An old set is reloaded in the background while its keys keep serving. An unknown
+        key id waits for a reload, at most every UNKNOWN_KEY_RELOAD_S. Without any keys,
+        a failed load is retried after RETRY_AFTER_FAILURE_S, and calls meanwhile get
+        UnavailableError at once instead of waiting for the provider.
+        """
+        now = time.monotonic()
+        if self._keys and now - self._loaded_at >= self.settings.refresh_s:
+            if self._background is None or self._background.done():
+                self._background = asyncio.ensure_future(self._reload(self._generation))
+        if kid in self._keys:
+            return
+        if now < self._retry_at:
+            if not self._keys:
+                raise UnavailableError(
+                    "the identity provider's key set is unavailable; retry later",
+                    reason="JWKS_UNAVAILABLE",
+                    retry_after_s=self._retry_at - now,
+                )
+            return
+        if self._keys and now - self._loaded_at < UNKNOWN_KEY_RELOAD_S:
+            return
+        await self._reload(self._generation, raise_errors=not self._keys)
+
+    async def _reload(self, generation: int, *, raise_errors: bool = False) -> None:
         async with self._lock:
-            age = time.monotonic() - self._loaded_at
-            if age < (UNKNOWN_KEY_RELOAD_S if unknown_key else self.settings.refresh_s):
-                return
+            if self._generation != generation:
+                return  # another call reloaded the set while this one waited
             try:
                 await self.load()
             except UnavailableError as exc:
-                if not self._keys:
+                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+                # The keys loaded before stay: a provider that is down for a moment must
+                # not lock every caller out.
+                logger.warning("could not load the JWKS", extra={"error": exc.message, "keys": len(self._keys)})
+                if raise_errors:
                     raise
-                # Keep the keys we have: a provider that is down for a moment must not
-                # lock every caller out.
-                self._loaded_at = time.monotonic() - self.settings.refresh_s + UNKNOWN_KEY_RELOAD_S
-                logger.warning("could not reload the JWKS; keeping the keys loaded", extra={"error": exc.message})
 
     async def verify(self, token: str) -> Principal:
         """Return the principal the token names, or raise TokenError saying why it is refused."""
@@ -137,9 +168,7 @@ class JwtVerifier:
             raise TokenError(f"the token's algorithm {algorithm!r} is not accepted; use one of {sorted(ALGORITHMS)}")
         kid = str(header.get("kid") or "")
 
-        await self._refresh(unknown_key=False)
-        if kid not in self._keys:
-            await self._refresh(unknown_key=True)
+        await self._ensure_key(kid)
         key = self._keys.get(kid)
         if key is None:
             raise TokenError(f"the token's signing key {kid!r} is not in the identity provider's key set")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from libs.config import ConfigError, Env
+from libs.errors import UnavailableError
 from services.security import jwt_auth
 from services.security.config import SecurityConfig
 from services.security.jwt_auth import JwtSettings, JwtVerifier, TokenError, looks_like_jwt
@@ -201,6 +202,35 @@ async def test_keys_kept_when_reload_fails(jwks_file: Path, rsa_key: rsa.RSAPriv
     principal = await verifier.verify(_token(rsa_key, "k1"))
 
     assert principal.key_id == "jwt:user-4711"
+
+
+async def test_missing_key_set_fails_fast_until_retry(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jwks.json"
+    verifier = _verifier(path)
+    reads = 0
+    read = verifier._read
+
+    def counting_read() -> bytes:
+        nonlocal reads
+        reads += 1
+        return read()
+
+    monkeypatch.setattr(verifier, "_read", counting_read)
+    monkeypatch.setattr(jwt_auth, "RETRY_AFTER_FAILURE_S", 0.2)
+
+    for _ in range(3):
+        with pytest.raises(UnavailableError, match="JWKS|key set"):
+            await verifier.verify(_token(rsa_key, "k1"))
+    assert reads == 1
+
+    _write_jwks(path, _jwk(rsa_key, "k1"))
+    await asyncio.sleep(0.25)
+    principal = await verifier.verify(_token(rsa_key, "k1"))
+
+    assert principal.tenant == "acme"
+    assert reads == 2
 
 
 def test_looks_like_jwt() -> None:
