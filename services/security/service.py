@@ -26,6 +26,7 @@ from libs.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from libs.logs import request_id_var
 from libs.principal import Principal
 from libs.screening import SCREENED_HEADER
 from services.security import metrics
@@ -104,6 +105,10 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
         or Anthropic's on the `/v1/messages` surface."""
         headers = dict(request.attributes.request.http.headers)
         path = request.attributes.request.http.path
+        if headers.get("x-request-id"):
+            # Envoy sends the HTTP request's id inside the check, not as call metadata, so
+            # the log lines of this call carry the id that the router's lines carry too.
+            request_id_var.set(headers["x-request-id"])
         presented = _key_from_headers(headers)
         if presented is None:
             metrics.AUTH_DECISIONS.labels("missing_key").inc()
