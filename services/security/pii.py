@@ -775,10 +775,15 @@ _ROLE_CUE_LOWER = re.compile(_ROLE_CUE_SOURCE)
 _ROLE_CUE = re.compile(_ROLE_CUE_SOURCE, re.IGNORECASE)
 _TITLE_CUE = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Sra|Srta|Herr|Frau|Mme|Mlle|Pan|Pani)\.?[ \t]+(?=[^\W\d_])")
 # Columns of a CSV header or an SQL column list whose values are person names.
-_NAME_FIELD = re.compile(
-    r"^[\"'`\s]*(?:name|full_?name|customer(?:_?name)?|guest|payee|holder|card_?holder|employee(?:_?name)?"
-    r"|beneficiary|contact(?:_?name)?)[\"'`\s]*$",
-    re.IGNORECASE,
+_NAME_FIELD_WORDS = (
+    r"(?:name|full_?name|customer(?:_?name)?|guest|payee|holder|card_?holder|employee(?:_?name)?"
+    r"|beneficiary|contact(?:_?name)?)"
+)
+_NAME_FIELD = re.compile(rf"^[\"'`\s]*{_NAME_FIELD_WORDS}[\"'`\s]*$", re.IGNORECASE)
+# A name field between separators anywhere in the text. Without one there is no header
+# to look for, and the search for it is much cheaper than splitting every line.
+_NAME_FIELD_HINT = re.compile(
+    rf"(?:^|[,;|\t(])[\"'`\s]*{_NAME_FIELD_WORDS}[\"'`\s]*(?:[,;|\t)]|$)", re.IGNORECASE | re.MULTILINE
 )
 _TITLE = re.compile(
     r"(?:mr|mrs|ms|miss|dr|prof|sr|sra|srta|herr|frau|mme|mlle|m|pan|pani)\.?[ \t]+", re.IGNORECASE
@@ -849,7 +854,7 @@ def _names_from(text: str, position: int, *, min_words: int = 1) -> Iterator[tup
 
 def _find_names_in_columns(text: str) -> Iterator[tuple[int, int]]:
     """Yield the values of name columns in the rows under a CSV header or an SQL column list."""
-    if "\n" not in text and "(" not in text:
+    if ("\n" not in text and "(" not in text) or _NAME_FIELD_HINT.search(text) is None:
         return
     for header in _header_candidates(text, len(text)):
         for separator in _FIELD_SEPARATORS:
