@@ -1,10 +1,9 @@
 """Recall and precision of the PII redactor on a labelled set: ``python -m tools.eval_pii FILE``.
 
-FILE contains JSON lines ``{"id", "text", "entities": [{"type", "value"}]}``, where each value
-is an exact substring of the text and every occurrence of it is that entity (the format
-of the development set in ``../shared/eval/pii_dev.jsonl``). A detected span counts as a
-true positive when its type and text equal a labelled entity of its line. The script
-prints counts per type and lists the misses and false alarms with ``--show``.
+FILE contains JSON lines ``{"id", "text", "entities": [{"type", "value"}]}``. Each value is
+an exact substring of the text, and every occurrence of it is that entity. A detected span
+counts as a true positive when its type and text equal a labelled entity of its line.
+The script prints counts per type, and ``--show`` lists the misses and false alarms.
 """
 
 from __future__ import annotations
