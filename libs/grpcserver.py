@@ -197,9 +197,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None
 def _finish(service: str, method: str, code: grpc.StatusCode, started: float, error: BaseException | None) -> None:
     elapsed = time.perf_counter() - started
     _observe(service, method, code, elapsed)
-    quiet = error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL
-    if quiet and code != grpc.StatusCode.CANCELLED and not error and not logger.isEnabledFor(logging.DEBUG):
-        return
+    if error is None and code != grpc.StatusCode.CANCELLED and not logger.isEnabledFor(logging.DEBUG):
+        return  # a call without an error logs its access line only at debug level
+    expected = error is None or isinstance(error, GatewayError) and code != grpc.StatusCode.INTERNAL
     extra = {
         "grpc_service": service,
         "grpc_method": method,
@@ -209,7 +209,7 @@ def _finish(service: str, method: str, code: grpc.StatusCode, started: float, er
     if code == grpc.StatusCode.CANCELLED:
         # The caller went away or its deadline passed: normal for streams, not a fault here.
         logger.info("rpc cancelled", extra=extra)
-    elif quiet:
+    elif expected:
         if isinstance(error, GatewayError):
             extra["reason"] = error.reason
         logger.info("rpc finished", extra=extra)
