@@ -35,6 +35,7 @@ from psycopg.rows import dict_row
 
 from libs.errors import InvalidRequestError, UnavailableError
 from libs.principal import Principal
+from libs.singleflight import SingleFlight
 from services.security.migrations import apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class ApiKeyStore:
         self._cache = _VerifyCache(cache_ttl_s, cache_max_entries)
         self._query_timeout_s = query_timeout_s
         # Concurrent verifications of one key share a single database lookup.
-        self._in_flight: dict[bytes, asyncio.Task[Principal | None]] = {}
+        self._lookups: SingleFlight[Principal | None] = SingleFlight()
 
     @classmethod
     async def open(
@@ -316,19 +317,8 @@ class ApiKeyStore:
         if cached:
             return principal
 
-        task = self._in_flight.get(digest)
-        if task is None:
-            task = asyncio.create_task(self._lookup_and_cache(match.group(1), digest))
-            self._in_flight[digest] = task
-            task.add_done_callback(lambda done: self._lookup_done(digest, done))
-        # Shielded, so a caller that gives up does not cancel the lookup others wait for.
-        return await asyncio.shield(task)
-
-    def _lookup_done(self, digest: bytes, task: asyncio.Task[Principal | None]) -> None:
-        self._in_flight.pop(digest, None)
-        if not task.cancelled():
-            # Mark the exception retrieved: every waiter may have given up already.
-            task.exception()
+        public_id = match.group(1)
+        return await self._lookups.run(digest, lambda: self._lookup_and_cache(public_id, digest))
 
     async def _lookup_and_cache(self, public_id: str, digest: bytes) -> Principal | None:
         principal = await self._lookup(public_id, digest)

@@ -26,6 +26,7 @@ from google.protobuf import struct_pb2
 
 from libs.errors import InternalError, UnavailableError
 from libs.principal import Principal
+from libs.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ModelAuthorizer:
         self._timeout_s = timeout_s
         self._decision_ttl_s = decision_ttl_s
         self._decisions: OrderedDict[tuple[object, ...], tuple[bool, float]] = OrderedDict()
-        self._in_flight: dict[tuple[object, ...], asyncio.Future[bool]] = {}
+        self._checks: SingleFlight[bool] = SingleFlight()
 
     @classmethod
     async def connect(
@@ -125,13 +126,9 @@ class ModelAuthorizer:
 
         # Requests that miss together (at start, or when a decision expires under load)
         # share one PDP call instead of each making its own.
-        check = self._in_flight.get(cache_key)
-        if check is None:
-            check = asyncio.ensure_future(self._check_and_remember(cache_key, principal, model, model_attributes))
-            self._in_flight[cache_key] = check
-            check.add_done_callback(lambda done: self._in_flight.pop(cache_key, None))
-        # Shielded, so that a caller that gives up does not cancel the call others wait for.
-        return await asyncio.shield(check)
+        return await self._checks.run(
+            cache_key, lambda: self._check_and_remember(cache_key, principal, model, model_attributes)
+        )
 
     def cached_decision(self, principal: Principal, model: str, model_attributes: Mapping[str, str]) -> bool | None:
         """Return the decision that :meth:`can_invoke` would reuse now, or None when it would ask the PDP."""
