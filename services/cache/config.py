@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from libs.config import Env
+from libs.config import ConfigError, Env
+from libs.keydigest import HASH_COUNT, check_shape
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class CacheConfig:
     """Seconds an entry lives (``CACHE_TTL_S``, default one day)."""
     max_entries: int
     """Entries the in-process exact cache keeps (``CACHE_MAX_ENTRIES``)."""
+    digest_bits: int
+    """Size in bits of the key digest that lets routers skip Lookups that must miss
+    (``CACHE_DIGEST_BITS``, default 2**20: 128 KiB, about 1% false positives at 100,000
+    live entries). A power of two from 1,024 to 2**32."""
     embedding_threads: int
     """BLAS threads for prompt embeddings (``CACHE_EMBEDDING_THREADS``, default 1; 0 uses
     the CPUs the process may run on, at most 4). Lookups
@@ -46,7 +51,20 @@ class CacheConfig:
             redis_url=env.optional("REDIS_URL"),
             ttl_s=env.int("TTL_S", 86_400),
             max_entries=env.int("MAX_ENTRIES", 10_000),
+            digest_bits=_digest_bits(env),
             embedding_threads=env.int("EMBEDDING_THREADS", 1),
             drain_s=env.float("DRAIN_S", 5.0),
             log_level=env.str("LOG_LEVEL", "INFO"),
         )
+
+
+def _digest_bits(env: Env) -> int:
+    bits = env.int("DIGEST_BITS", 1 << 20)
+    try:
+        check_shape(bits, HASH_COUNT)
+    except ValueError:
+        raise ConfigError(
+            f"{env.name('DIGEST_BITS')}={bits} is not a power of two from 1024 to 4294967296: "
+            "use, for example, 1048576 or 8388608"
+        ) from None
+    return bits

@@ -8,6 +8,7 @@ from aigateway.cache.v1 import cache_service_pb2, cache_service_pb2_grpc
 
 from libs.grpcserver import ServiceSpec
 from services.cache.config import CacheConfig
+from services.cache.digest import DigestKeeper
 from services.cache.embeddings import Embedder
 from services.cache.service import CacheServicer, EmbeddingCache
 from services.cache.store import ExactCache, SemanticStore
@@ -27,9 +28,11 @@ async def build(config: CacheConfig) -> ServiceSpec:
         embeddings = EmbeddingCache(Embedder.load(threads=config.embedding_threads))
     else:
         logger.warning("CACHE_DATABASE_URL is not set; the semantic cache is off")
-    servicer = CacheServicer(exact, semantic, embeddings)
+    digest = DigestKeeper(ttl_s=config.ttl_s, bit_count=config.digest_bits, redis=exact.redis, semantic=semantic)
+    servicer = CacheServicer(exact, semantic, embeddings, digest)
 
     async def close() -> None:
+        await digest.close()
         await exact.close()
         if semantic is not None:
             await semantic.close()

@@ -16,10 +16,12 @@ import orjson
 from aigateway.cache.v1 import cache_service_pb2 as pb
 from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
 
+from libs.cachekeys import exact_key, semantic_scope
 from libs.errors import GatewayError, InvalidRequestError
+from libs.keydigest import DIGEST_VERSION, exact_item, scope_item
 from services.cache import metrics
+from services.cache.digest import DigestKeeper
 from services.cache.embeddings import Embedder
-from services.cache.keys import exact_key, semantic_scope
 from services.cache.semantic import decide
 from services.cache.store import CacheUnavailableError, ExactCache, SemanticStore
 
@@ -146,10 +148,17 @@ class LiveScopes:
 class CacheServicer(pb_grpc.CacheServiceServicer):
     """Lookup, Store, Invalidate and GetStats over the exact and semantic stores."""
 
-    def __init__(self, exact: ExactCache, semantic: SemanticStore | None, embeddings: EmbeddingCache | None) -> None:
+    def __init__(
+        self,
+        exact: ExactCache,
+        semantic: SemanticStore | None,
+        embeddings: EmbeddingCache | None,
+        digest: DigestKeeper | None = None,
+    ) -> None:
         self.exact = exact
         self.semantic = semantic
         self.embeddings = embeddings
+        self.digest = digest
         self.live_scopes = LiveScopes()
         self.stats = {"exact_hits": 0, "semantic_hits": 0, "misses": 0, "semantic_rejections": 0}
 
@@ -214,12 +223,20 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         _json_object(request.response_json, "response_json")
 
         try:
-            await self.exact.set(exact_key(request.tenant, chat_request), request.response_json)
+            key = exact_key(request.tenant, chat_request)
             allow_semantic = request.allow_semantic if request.HasField("allow_semantic") else True
             scope = semantic_scope(chat_request) if allow_semantic else None
-            if scope is None or self.semantic is None or self.embeddings is None:
-                return pb.StoreResponse(semantic_stored=False)
+            semantic = scope is not None and self.semantic is not None and self.embeddings is not None
             model = str(chat_request.get("model", ""))
+            if self.digest is not None:
+                # Into the digest before the entry exists, so no reader sees one without the other.
+                items = [exact_item(key)]
+                if semantic and scope is not None:
+                    items.append(scope_item(request.tenant, model, scope.context_hash))
+                await self.digest.add(items)
+            await self.exact.set(key, request.response_json)
+            if not semantic or scope is None or self.semantic is None or self.embeddings is None:
+                return pb.StoreResponse(semantic_stored=False)
             # Marked before the embedding and insert: a lookup that arrives meanwhile then
             # embeds and searches, so the row can land in time, rather than probing an
             # empty scope.
@@ -277,6 +294,21 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
     ) -> pb.GetStatsResponse:
         """Return the counters since start."""
         return pb.GetStatsResponse(**self.stats)
+
+    async def GetKeyDigest(  # noqa: N802 - name fixed by the proto
+        self, request: pb.GetKeyDigestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetKeyDigestResponse:
+        """Return the Bloom filter of the keys that may have a live entry."""
+        if self.digest is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this cache service keeps no key digest")
+        digest = await self.digest.snapshot()  # type: ignore[union-attr]
+        metrics.DIGEST_FILL.set(digest.fill_ratio())
+        return pb.GetKeyDigestResponse(
+            bits=bytes(digest.bits),
+            bit_count=digest.bit_count,
+            hash_count=digest.hash_count,
+            key_version=DIGEST_VERSION,
+        )
 
     def _count(self, stat: str, label: str) -> None:
         self.stats[stat] += 1

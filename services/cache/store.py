@@ -26,8 +26,8 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
+from libs.cachekeys import tenant_of_key
 from libs.errors import UnavailableError
-from services.cache.keys import tenant_of_key
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,11 @@ class ExactCache:
     def backend(self) -> str:
         """``redis`` or ``memory``."""
         return self._backend.name
+
+    @property
+    def redis(self) -> redis_asyncio.Redis | None:
+        """The Redis client, which the key digest shares; None in process."""
+        return self._backend.client if isinstance(self._backend, _RedisBackend) else None
 
     async def get(self, key: str) -> bytes | None:
         """Return the cached response for ``key``, or None when absent or expired."""
@@ -198,6 +203,7 @@ class _RedisBackend:
     _DELETE_BATCH = 500
 
     def __init__(self, client: redis_asyncio.Redis, *, ttl_s: int, prefix: str) -> None:
+        self.client = client
         self._client = client
         self._ttl_s = ttl_s
         self._prefix = prefix
@@ -401,6 +407,16 @@ class SemanticStore:
         except (PoolTimeout, psycopg.Error, OSError) as exc:
             raise CacheUnavailableError("semantic cache scope check failed", backend="postgres") from exc
         return bool(row and row[0])
+
+    async def live_scopes(self) -> list[tuple[str, str, str]]:
+        """Return every (tenant, model, context hash) with at least one unexpired entry."""
+        query = "SELECT DISTINCT tenant, model, context_hash FROM semantic_cache_entries WHERE expires_at > now()"
+        try:
+            async with self._pool.connection() as conn:
+                rows = await (await conn.execute(query)).fetchall()
+        except (PoolTimeout, psycopg.Error, OSError) as exc:
+            raise CacheUnavailableError("semantic cache scope listing failed", backend="postgres") from exc
+        return [(str(tenant), str(model), str(context_hash)) for tenant, model, context_hash in rows]
 
     async def add(
         self,

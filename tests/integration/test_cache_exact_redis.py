@@ -8,7 +8,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
-from services.cache.keys import exact_key
+from libs.cachekeys import exact_key
 from services.cache.store import CacheUnavailableError, ExactCache
 from tests.fixtures.embedder import CACHE_REDIS_URL
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.cache.keys import InvalidCacheKeyError, exact_key
+from libs.cachekeys import InvalidCacheKeyError, exact_key
 from services.cache.store import ExactCache
 
 

@@ -104,3 +104,19 @@ class GetStatsResponse(_message.Message):
     misses: int
     semantic_rejections: int
     def __init__(self, exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., semantic_rejections: _Optional[int] = ...) -> None: ...
+
+class GetKeyDigestRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetKeyDigestResponse(_message.Message):
+    __slots__ = ("bits", "bit_count", "hash_count", "key_version")
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    BIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HASH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    bits: bytes
+    bit_count: int
+    hash_count: int
+    key_version: str
+    def __init__(self, bits: _Optional[bytes] = ..., bit_count: _Optional[int] = ..., hash_count: _Optional[int] = ..., key_version: _Optional[str] = ...) -> None: ...

@@ -62,6 +62,11 @@ class CacheServiceStub:
                 request_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.GetKeyDigest = channel.unary_unary(
+                '/aigateway.cache.v1.CacheService/GetKeyDigest',
+                request_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetKeyDigestRequest.SerializeToString,
+                response_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetKeyDigestResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServiceServicer:
@@ -107,6 +112,16 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKeyDigest(self, request, context):
+        """A Bloom filter of the keys that may have an entry, so that a client can skip a
+        Lookup that must miss. It has no false negatives for entries stored before the
+        call, exact and semantic; an entry that expired or was invalidated may still test
+        positive. Returns UNAVAILABLE when the store of the filter cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +149,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetStatsRequest.FromString,
                     response_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'GetKeyDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyDigest,
+                    request_deserializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetKeyDigestRequest.FromString,
+                    response_serializer=aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetKeyDigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +294,33 @@ class CacheService:
             '/aigateway.cache.v1.CacheService/GetStats',
             aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetStatsRequest.SerializeToString,
             aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigateway.cache.v1.CacheService/GetKeyDigest',
+            aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetKeyDigestRequest.SerializeToString,
+            aigateway_dot_cache_dot_v1_dot_cache__service__pb2.GetKeyDigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,9 @@ fields this gateway does not know yet, and leaves out the fields that only chang
 response is delivered or recorded (``stream``, ``user``, ``metadata``, ...). The semantic scope
 splits a request into the last user message's text, which is matched by meaning, and a
 hash of everything else, which must match exactly.
+
+The cache service stores and finds entries by these keys; the router computes them too,
+to test a request against the cache's key digest before it calls Lookup.
 """
 
 from __future__ import annotations

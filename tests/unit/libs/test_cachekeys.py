@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.cache.keys import InvalidCacheKeyError, exact_key, semantic_scope, tenant_of_key
+from libs.cachekeys import InvalidCacheKeyError, exact_key, semantic_scope, tenant_of_key
 
 
 def chat(**fields: Any) -> dict[str, Any]:
