@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from aigateway.cache.v1 import cache_service_pb2 as cache_pb
@@ -25,8 +25,10 @@ from aigateway.security.v1 import security_service_pb2 as security_pb
 from aigateway.security.v1 import security_service_pb2_grpc as security_grpc
 from aigateway.type.v1 import principal_pb2
 
+from libs.cachekeys import exact_key, semantic_scope
 from libs.errors import from_rpc_error
 from libs.grpcserver import insecure_channel
+from libs.keydigest import DIGEST_VERSION, KeyDigest, exact_item, scope_item
 from libs.logs import request_id_var
 from libs.principal import Principal
 
@@ -48,6 +50,12 @@ STORE_CALL_BYTES = 8 * 1024 * 1024
 # Maximum number of responses waiting for StoreBatch. Beyond it, responses are not
 # cached, because the cache service is slow or down.
 MAX_PENDING_STORES = 10_000
+
+# Own stores are set again in every digest read for this long, because the cache may
+# apply a queued store after the read it would have been in.
+DIGEST_RECENT_S = 10.0
+# Seconds between reads of the key digest from a cache service that does not serve one.
+DIGEST_RETRY_S = 30.0
 
 # How long the router relies on the metering service's report that it sets no rate
 # limit. A limit configured later applies to keys without a budget after at most this.
@@ -185,16 +193,98 @@ class CacheAnswer:
 
 
 class CacheClient:
-    """Exact and semantic cache lookups. Failures count as misses and log a warning."""
+    """Exact and semantic cache lookups. Failures count as misses and log a warning.
+
+    With ``digest_refresh_s`` above 0 the client reads the cache's key digest (a Bloom
+    filter of the keys that may have an entry) that often, and ``must_miss`` returns True
+    for a Lookup the pipeline can skip. Its own stores are set in its copy at once; those
+    of other routers show after the next read. A digest older than three reads (at least
+    3 s) is not used, so while the cache cannot serve one, every request is looked up.
+    """
 
     def __init__(
-        self, address: str, timeout_s: float = 1.0, batch_size: int = STORE_BATCH_SIZE, linger_s: float = 0.0
+        self,
+        address: str,
+        timeout_s: float = 1.0,
+        batch_size: int = STORE_BATCH_SIZE,
+        linger_s: float = 0.0,
+        digest_refresh_s: float = 0.0,
     ) -> None:
         self.channel = insecure_channel(address)
         self.stub = cache_grpc.CacheServiceStub(self.channel)
         self.timeout_s = timeout_s
         self.stores = Batcher(self._store_batch, batch_size, linger_s)
         self.dropped = 0
+        self.digest_refresh_s = digest_refresh_s
+        self.digest_max_age_s = max(3.0, 3 * digest_refresh_s)
+        self.digest: KeyDigest | None = None
+        self._digest_read_at = float("-inf")
+        self._recent: deque[tuple[float, bytes]] = deque()
+        self._digest_task: asyncio.Task[None] | None = None
+        self._digest_problem: str | None = None
+
+    def digest_items(self, tenant: str, request: dict[str, Any], allow_semantic: bool) -> tuple[bytes, ...]:
+        """Return the key digest items of ``request``: its exact key and its semantic scope.
+
+        Empty when the digest is off or the request has no key, so that it is looked up.
+        """
+        if self.digest_refresh_s <= 0:
+            return ()
+        try:
+            items = [exact_item(exact_key(tenant, request))]
+            scope = semantic_scope(request) if allow_semantic else None
+        except (TypeError, ValueError):
+            return ()
+        if scope is not None:
+            items.append(scope_item(tenant, str(request.get("model", "")), scope.context_hash))
+        return tuple(items)
+
+    def must_miss(self, items: tuple[bytes, ...]) -> bool:
+        """Return whether a recent key digest lacks every item, so that a Lookup would miss."""
+        if self.digest_refresh_s <= 0 or not items:
+            return False
+        if self._digest_task is None:
+            self._digest_task = asyncio.get_running_loop().create_task(self._read_digests())
+        digest = self.digest
+        if digest is None or time.monotonic() - self._digest_read_at > self.digest_max_age_s:
+            return False
+        return not any(item in digest for item in items)
+
+    async def _read_digests(self) -> None:
+        while True:
+            started = time.monotonic()
+            problem = await self._read_digest(started)
+            if problem != self._digest_problem:
+                if problem is not None:
+                    logger.warning(
+                        "cache key digest unavailable; every request is looked up", extra={"reason": problem}
+                    )
+                elif self._digest_problem is not None:
+                    logger.info("cache key digest available again")
+                self._digest_problem = problem
+            # A cache service without the digest may be upgraded later: ask again now and then.
+            await asyncio.sleep(DIGEST_RETRY_S if problem == "UNIMPLEMENTED" else self.digest_refresh_s)
+
+    async def _read_digest(self, started: float) -> str | None:
+        """Replace the digest with a new read; return what went wrong, or None."""
+        try:
+            response = await self.stub.GetKeyDigest(cache_pb.GetKeyDigestRequest(), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        if response.key_version != DIGEST_VERSION:
+            return f"key version {response.key_version!r} is not this router's {DIGEST_VERSION!r}"
+        try:
+            digest = KeyDigest(response.bit_count, response.hash_count, response.bits)
+        except ValueError as exc:
+            return str(exc)
+        while self._recent and self._recent[0][0] < started - DIGEST_RECENT_S:
+            self._recent.popleft()
+        for _, item in self._recent:
+            digest.add(item)
+        self.digest = digest
+        # Stores queued after the call began are in _recent, not necessarily in the read.
+        self._digest_read_at = started
+        return None
 
     async def lookup(self, tenant: str, request_json: bytes, allow_semantic: bool) -> CacheAnswer | None:
         """Return the cached response, or None on a miss or when the cache is unavailable."""
@@ -213,16 +303,33 @@ class CacheClient:
             return CacheAnswer(response.response_json, "semantic", response.similarity)
         return None
 
-    def store(self, tenant: str, request_json: bytes, response_json: bytes, allow_semantic: bool = True) -> None:
+    def store(
+        self,
+        tenant: str,
+        request_json: bytes,
+        response_json: bytes,
+        allow_semantic: bool = True,
+        digest_items: tuple[bytes, ...] = (),
+    ) -> None:
         """Queue a complete response for the cache. A failed store is logged, not raised.
 
-        While MAX_PENDING_STORES wait, new responses are dropped: the cache is an optimisation.
+        ``digest_items`` (from ``digest_items``) are set in the key digest at once, so that
+        a repeat of the request is looked up. While MAX_PENDING_STORES wait, new responses
+        are dropped: the cache is an optimisation.
         """
         if len(self.stores.pending) >= MAX_PENDING_STORES:
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 logger.warning("cache store queue full; responses dropped", extra={"dropped": self.dropped})
             return
+        if digest_items:
+            now = time.monotonic()
+            while self._recent and self._recent[0][0] < now - DIGEST_RECENT_S:
+                self._recent.popleft()
+            for item in digest_items:
+                self._recent.append((now, item))
+                if self.digest is not None:
+                    self.digest.add(item)
         self.stores.add(
             cache_pb.StoreRequest(
                 tenant=tenant, request_json=request_json, response_json=response_json, allow_semantic=allow_semantic
@@ -261,6 +368,8 @@ class CacheClient:
 
     async def close(self) -> None:
         """Send what is queued (bounded), then close the channel."""
+        if self._digest_task is not None:
+            self._digest_task.cancel()
         await self.flush()
         await self.channel.close()
 

@@ -40,6 +40,11 @@ class RouterConfig:
     batch_linger_ms: float = 25.0
     """Milliseconds that usage settlements and cache stores wait for others to share a call
     (``ROUTER_BATCH_LINGER_MS``, 0 to 1000; 0 sends each at once when the queue is idle)."""
+    cache_digest_refresh_ms: float = 1000.0
+    """Milliseconds between reads of the cache's key digest, with which the router skips
+    Lookups that must miss (``ROUTER_CACHE_DIGEST_REFRESH_MS``, 100 to 60000; 0 looks
+    every request up). Another router's store is found by this router's Lookups after
+    at most this long; its own at once."""
     health_key_prefix: str = "aigw:router:health:"
     """Prefix of the Redis keys of deployment health (``ROUTER_HEALTH_KEY_PREFIX``)."""
     breaker: BreakerSettings = BreakerSettings()
@@ -64,6 +69,7 @@ class RouterConfig:
             semantic_cache=env.bool("SEMANTIC_CACHE", True),
             drain_s=env.float("DRAIN_S", 5.0),
             batch_linger_ms=_batch_linger_ms(env),
+            cache_digest_refresh_ms=_cache_digest_refresh_ms(env),
             log_level=env.str("LOG_LEVEL", "INFO"),
             redis_url=env.optional("REDIS_URL"),
             health_key_prefix=env.str("HEALTH_KEY_PREFIX", "aigw:router:health:"),
@@ -118,4 +124,14 @@ def _batch_linger_ms(env: Env) -> float:
     value = env.float("BATCH_LINGER_MS", 25.0)
     if not 0 <= value <= 1000:
         raise ConfigError(f"{env.name('BATCH_LINGER_MS')} must be between 0 and 1000 milliseconds, got {value:g}")
+    return value
+
+
+def _cache_digest_refresh_ms(env: Env) -> float:
+    value = env.float("CACHE_DIGEST_REFRESH_MS", 1000.0)
+    if value != 0 and not 100 <= value <= 60_000:
+        raise ConfigError(
+            f"{env.name('CACHE_DIGEST_REFRESH_MS')} must be 0 (off) or between 100 and 60000 "
+            f"milliseconds, got {value:g}"
+        )
     return value

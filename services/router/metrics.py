@@ -11,6 +11,10 @@ CACHE_RESULTS = Counter(
     "Chat requests by cache result (miss, exact, semantic, bypass).",
     ["model", "result"],
 )
+LOOKUPS_SKIPPED = Counter(
+    "aigw_router_cache_lookups_skipped_total",
+    "Cache lookups not made because the cache's key digest showed they would miss.",
+)
 SCREENINGS = Counter(
     "aigw_router_screenings_total",
     "Chat requests by where their prompt was screened: edge (in ext_authz) or router (ScreenPrompt).",

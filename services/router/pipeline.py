@@ -108,6 +108,8 @@ class Prepared:
     cache_kind: str
     preferences: RoutePreferences = field(default_factory=RoutePreferences)
     """Routing choices the request made in its ``metadata``."""
+    digest_items: tuple[bytes, ...] = ()
+    """The request's items in the cache's key digest, set there when the response is stored."""
 
 
 async def _clean_screening() -> Screening:
@@ -260,8 +262,13 @@ class Pipeline:
 
         admit = self._admit_message(context, request, group, texts)
         lookups = []
+        digest_items: tuple[bytes, ...] = ()
         if self.cache is not None and (request.get("n") or 1) == 1:
-            lookups.append(self.cache.lookup(context.principal.tenant, request_json, self.semantic_cache))
+            digest_items = self.cache.digest_items(context.principal.tenant, request, self.semantic_cache)
+            if self.cache.must_miss(digest_items):
+                metrics.LOOKUPS_SKIPPED.inc()
+            else:
+                lookups.append(self.cache.lookup(context.principal.tenant, request_json, self.semantic_cache))
         pairs = list(zip(roles, texts, strict=True))
         if edge_screening and edge_screening == screened_digest(group.name, group.attributes, pairs):
             metrics.SCREENINGS.labels("edge").inc()
@@ -291,7 +298,7 @@ class Pipeline:
             provider_request = replace_prompt_texts(routed_request, slots, screening.texts)
         if cached is not None:
             cache_kind = cached.kind
-        elif lookups:
+        elif lookups or digest_items:
             cache_kind = "miss"
         else:
             cache_kind = "bypass"
@@ -304,6 +311,7 @@ class Pipeline:
             cached=cached.body if cached is not None else None,
             cache_kind=cache_kind,
             preferences=preferences,
+            digest_items=digest_items,
         )
 
     def _admit_message(
@@ -357,7 +365,13 @@ class Pipeline:
         metrics.CACHE_RESULTS.labels(prepared.group.name, prepared.cache_kind).inc()
         self.settle(context, prepared.group.name, routed.deployment, usage, cost, "ok", stream=False)
         if self.cache is not None and prepared.cache_kind != "bypass" and _complete_answer(body):
-            self.cache.store(context.principal.tenant, prepared.request_json, orjson.dumps(body), self.semantic_cache)
+            self.cache.store(
+                context.principal.tenant,
+                prepared.request_json,
+                orjson.dumps(body),
+                self.semantic_cache,
+                prepared.digest_items,
+            )
         return body, outcome
 
     async def stream(self, prepared: Prepared, include_usage: bool) -> StreamRun:
@@ -517,6 +531,7 @@ class StreamRun:
                     prepared.request_json,
                     orjson.dumps(body),
                     self.pipeline.semantic_cache,
+                    prepared.digest_items,
                 )
 
 

@@ -26,7 +26,13 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
     catalog = Catalog.load(config.catalog_path)
     security = SecurityClient(config.security_address)
     linger_s = config.batch_linger_ms / 1000
-    cache = CacheClient(config.cache_address, linger_s=linger_s) if config.cache_address else None
+    cache = (
+        CacheClient(
+            config.cache_address, linger_s=linger_s, digest_refresh_s=config.cache_digest_refresh_ms / 1000
+        )
+        if config.cache_address
+        else None
+    )
     metering = MeteringClient(config.metering_address, linger_s=linger_s)
     health: HealthTracker
     if config.redis_url:

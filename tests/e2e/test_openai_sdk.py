@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import uuid
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
+from aigateway.cache.v1 import cache_service_pb2 as cache_pb
+from aigateway.cache.v1 import cache_service_pb2_grpc as cache_pb_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -250,6 +254,55 @@ def test_repeat_is_served_from_exact_cache(gateway: Any) -> None:
     assert first.headers["x-aigw-cache"] == "miss"
     assert second.headers["x-aigw-cache"] == "exact"
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+
+
+def test_peer_router_store_served_after_refresh(gateway: Any) -> None:
+    tenant = f"peer-{_marker()}"
+    client = openai.OpenAI(
+        base_url=gateway.base_url, api_key=gateway.create_key(roles=["user"], tenant=tenant), max_retries=0
+    )
+    messages = [{"role": "user", "content": f"What colour is a clear daytime sky? {_marker()}"}]
+    answer = {
+        "id": "chatcmpl-peer",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Blue."}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+    }
+    # Another router replica's store: straight to the cache service, unseen by this router.
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.ports.cache}") as channel:
+        cache_pb_grpc.CacheServiceStub(channel).Store(
+            cache_pb.StoreRequest(
+                tenant=tenant,
+                request_json=json.dumps({"model": "gpt-4o-mini", "messages": messages}).encode(),
+                response_json=json.dumps(answer).encode(),
+                allow_semantic=False,
+            ),
+            timeout=5,
+        )
+    # The router reads the cache's key digest every second (ROUTER_CACHE_DIGEST_REFRESH_MS).
+    time.sleep(2.5)
+
+    served = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+    skipped = _skipped_lookups(gateway)
+    fresh = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"What colour is grass? {_marker()}"}]
+    )
+
+    assert served.headers["x-aigw-cache"] == "exact"
+    assert served.parse().choices[0].message.content == "Blue."
+    # A request the digest lacks is served without a Lookup call.
+    assert fresh.headers["x-aigw-cache"] == "miss"
+    assert _skipped_lookups(gateway) == skipped + 1
+
+
+def _skipped_lookups(gateway: Any) -> float:
+    metrics = httpx.get(f"http://127.0.0.1:{gateway.ports.router_metrics}/metrics", timeout=5).text
+    for line in metrics.splitlines():
+        if line.startswith("aigw_router_cache_lookups_skipped_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_semantic_cache_paraphrase_and_near_miss(gateway: Any) -> None:

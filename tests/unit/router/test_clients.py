@@ -1,5 +1,6 @@
-"""The router's metering and cache clients: batched sends, the settlement outbox, and
-admission skipped only when it cannot refuse."""
+"""The router's metering and cache clients: batched sends, the settlement outbox,
+admission skipped only when it cannot refuse, and Lookups skipped only when the cache's
+key digest shows they would miss."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from aigateway.cache.v1 import cache_service_pb2 as cache_pb
 from aigateway.metering.v1 import metering_service_pb2 as metering_pb
 from aigateway.type.v1 import principal_pb2
 
+from libs.cachekeys import exact_key, semantic_scope
 from libs.errors import UnavailableError
+from libs.keydigest import DIGEST_VERSION, KeyDigest, exact_item, scope_item
 from services.router import clients
 from services.router.clients import CacheClient, MeteringClient
 
@@ -255,3 +258,141 @@ async def test_large_cache_stores_get_calls_of_their_own(monkeypatch: pytest.Mon
     await client.close()
 
     assert fake.batches == [2, 1, 1]
+
+
+class FakeDigestCache:
+    """Serves a key digest of the items in ``stored``; counts the reads."""
+
+    def __init__(self, version: str = DIGEST_VERSION) -> None:
+        self.stored: list[bytes] = []
+        self.reads = 0
+        self.version = version
+        self.code: grpc.StatusCode | None = None
+
+    async def GetKeyDigest(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        self.reads += 1
+        if self.code is not None:
+            raise grpc.aio.AioRpcError(self.code, grpc.aio.Metadata(), grpc.aio.Metadata(), "no digest")
+        digest = KeyDigest(4096, 4)
+        for item in self.stored:
+            digest.add(item)
+        return cache_pb.GetKeyDigestResponse(
+            bits=bytes(digest.bits), bit_count=4096, hash_count=4, key_version=self.version
+        )
+
+    async def StoreBatch(self, request: Any, **options: Any) -> Any:  # noqa: N802 - gRPC name
+        return cache_pb.StoreBatchResponse(results=[cache_pb.StoreResult() for _ in request.entries])
+
+
+def _chat(text: str) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+
+
+async def _digest_client(fake: FakeDigestCache) -> CacheClient:
+    client = CacheClient("127.0.0.1:9", digest_refresh_s=0.05)
+    client.stub = fake  # type: ignore[assignment]
+    client.must_miss(client.digest_items("acme", _chat("warm-up"), False))  # starts the reads
+    for _ in range(100):
+        if client.digest is not None or client._digest_problem is not None:
+            break
+        await asyncio.sleep(0.01)
+    return client
+
+
+async def test_must_miss_only_for_absent_keys() -> None:
+    fake = FakeDigestCache()
+    stored = _chat("What is 2+2?")
+    fake.stored.append(exact_item(exact_key("acme", stored)))
+    client = await _digest_client(fake)
+
+    assert not client.must_miss(client.digest_items("acme", stored, False))
+    assert client.must_miss(client.digest_items("acme", _chat("What is 3+3?"), False))
+    assert client.must_miss(client.digest_items("globex", stored, False))
+    await client.close()
+
+
+async def test_no_lookup_is_skipped_before_the_first_digest() -> None:
+    client = CacheClient("127.0.0.1:9", digest_refresh_s=0.05)
+    client.stub = FakeDigestCache()  # type: ignore[assignment]
+
+    assert not client.must_miss(client.digest_items("acme", _chat("What is 3+3?"), False))
+    await client.close()
+
+
+async def test_must_miss_false_for_a_known_scope() -> None:
+    fake = FakeDigestCache()
+    cached = _chat("How do I reset my password?")
+    scope = semantic_scope(cached)
+    assert scope is not None
+    fake.stored.append(scope_item("acme", "gpt-4o-mini", scope.context_hash))
+    client = await _digest_client(fake)
+    paraphrase = _chat("What are the steps to reset my password?")
+
+    assert not client.must_miss(client.digest_items("acme", paraphrase, True))
+    assert client.must_miss(client.digest_items("acme", paraphrase, False))
+    await client.close()
+
+
+async def test_store_sets_items_through_later_reads() -> None:
+    fake = FakeDigestCache()
+    client = await _digest_client(fake)
+    request = _chat("What is 5+5?")
+    items = client.digest_items("acme", request, True)
+    assert client.must_miss(items)
+
+    client.store("acme", b"{}", b"{}", True, items)
+
+    assert not client.must_miss(items)
+    reads = fake.reads
+    for _ in range(100):
+        if fake.reads > reads + 1:
+            break
+        await asyncio.sleep(0.01)
+    # The fake never stored it, as a cache that applies the store late would not have yet.
+    assert not client.must_miss(items)
+    await client.close()
+
+
+async def test_must_miss_ignores_a_stale_digest() -> None:
+    fake = FakeDigestCache()
+    client = await _digest_client(fake)
+    items = client.digest_items("acme", _chat("What is 7+7?"), False)
+    assert client.must_miss(items)
+
+    fake.code = grpc.StatusCode.UNAVAILABLE
+    client._digest_read_at -= client.digest_max_age_s + 1
+
+    assert not client.must_miss(items)
+    await client.close()
+
+
+async def test_digest_of_other_key_version_unused() -> None:
+    client = await _digest_client(FakeDigestCache(version="v0.bloom1"))
+
+    assert client.digest is None
+    assert "key version" in (client._digest_problem or "")
+    assert not client.must_miss(client.digest_items("acme", _chat("What is 3+3?"), False))
+    await client.close()
+
+
+async def test_digest_reads_slow_down_when_unimplemented() -> None:
+    fake = FakeDigestCache()
+    fake.code = grpc.StatusCode.UNIMPLEMENTED
+    client = await _digest_client(fake)
+    await asyncio.sleep(0.2)
+
+    assert fake.reads == 1
+    assert client._digest_problem == "UNIMPLEMENTED"
+    assert not client.must_miss(client.digest_items("acme", _chat("What is 3+3?"), False))
+    await client.close()
+
+
+async def test_digest_refresh_zero_turns_it_off() -> None:
+    client = CacheClient("127.0.0.1:9", digest_refresh_s=0)
+    fake = FakeDigestCache()
+    client.stub = fake  # type: ignore[assignment]
+
+    assert client.digest_items("acme", _chat("What is 3+3?"), True) == ()
+    assert not client.must_miss(())
+    await client.close()
+    assert fake.reads == 0

@@ -65,3 +65,11 @@ def test_batch_linger_default_and_range() -> None:
     assert load(BATCH_LINGER_MS="0").batch_linger_ms == 0.0
     with pytest.raises(ConfigError, match="ROUTER_BATCH_LINGER_MS must be between 0 and 1000"):
         load(BATCH_LINGER_MS="-1")
+
+
+def test_cache_digest_refresh_default_and_range() -> None:
+    assert load().cache_digest_refresh_ms == 1000.0
+    assert load(CACHE_DIGEST_REFRESH_MS="0").cache_digest_refresh_ms == 0.0
+    assert load(CACHE_DIGEST_REFRESH_MS="250").cache_digest_refresh_ms == 250.0
+    with pytest.raises(ConfigError, match="ROUTER_CACHE_DIGEST_REFRESH_MS must be 0 .off. or between 100 and 60000"):
+        load(CACHE_DIGEST_REFRESH_MS="10")
