@@ -308,7 +308,11 @@ CLIENT_OPTIONS = (
 )
 
 
-class BindError(OSError):
+class StartError(Exception):
+    """The service cannot start for a reason its operator must fix; the message names the fix."""
+
+
+class BindError(StartError, OSError):
     """A port the service must listen on could not be bound."""
 
 
@@ -450,8 +454,9 @@ def main(
         runner = uvloop.run
     try:
         runner(serve())
-    except BindError as exc:
-        # A port in use or a refused address: one line that names the setting, no traceback.
+    except StartError as exc:
+        # A port in use, a refused address, a directory another process holds: one line
+        # that names the setting, no traceback.
         logger.error("could not start", extra={"error": str(exc)})
         return 1
     return 0

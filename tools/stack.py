@@ -689,6 +689,8 @@ class Stack:
                 "ROUTER_SECURITY_ADDR": self.security_address,
                 "ROUTER_CACHE_ADDR": self.cache_address,
                 "ROUTER_METERING_ADDR": self.metering_address,
+                # Undelivered settlements survive a router restart here.
+                "ROUTER_SPOOL_DIR": self.environ.get("ROUTER_SPOOL_DIR") or str(self.data_dir / "router-spool"),
                 "SIMULATOR_URL": self.simulator_url,
                 "SIMULATOR_API_KEY": self._simulator_api_key,
                 **self._redis("ROUTER"),

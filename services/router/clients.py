@@ -31,6 +31,7 @@ from libs.grpcserver import insecure_channel
 from libs.keydigest import DIGEST_VERSION, KeyDigest, exact_item, scope_item
 from libs.logs import request_id_var
 from libs.principal import Principal
+from services.router.spool import SettlementSpool
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +380,9 @@ class MeteringClient:
 
     Settlements are sent in batches (see Batcher). A batch that fails goes to an outbox
     that is retried with backoff in the background, so usage is not lost while the
-    metering service is down for a while.
+    metering service is down for a while. With a ``spool``, each settlement is also
+    written to disk until it is delivered, so that a restarted router sends what the
+    stopped one could not (``recover``).
     """
 
     def __init__(
@@ -389,6 +392,7 @@ class MeteringClient:
         outbox_limit: int = 100_000,
         batch_size: int = SETTLE_BATCH_SIZE,
         linger_s: float = 0.0,
+        spool: SettlementSpool | None = None,
     ) -> None:
         self.channel = insecure_channel(address)
         self.stub = metering_grpc.MeteringServiceStub(self.channel)
@@ -402,6 +406,10 @@ class MeteringClient:
         self._limits_checked_at = -LIMITS_TTL_S
         self._limits_task: asyncio.Task[None] | None = None
         self._unlimited_until = 0.0
+        self.spool = spool
+        # Spool segment of each settlement in memory, by object identity: the queue and
+        # the outbox hold the objects until they are delivered.
+        self._segments: dict[int, int] = {}
 
     async def admit(self, message: metering_pb.AdmitRequest) -> None:
         """Admit the request or raise ResourceExhaustedError (or UnavailableError).
@@ -435,12 +443,38 @@ class MeteringClient:
         unlimited = limits.requests_per_minute == 0 and limits.tokens_per_minute == 0
         self._unlimited_until = time.monotonic() + LIMITS_TTL_S if unlimited else 0.0
 
+    def recover(self) -> int:
+        """Queue the settlements an earlier router left in the spool; return how many."""
+        if self.spool is None:
+            return 0
+        recovered = self.spool.recover()
+        for message, segment in recovered:
+            self._segments[id(message)] = segment
+            self._enqueue(message)
+        return len(recovered)
+
     def settle(self, message: metering_pb.SettleRequest) -> None:
         """Send the settlement in the background; keep it in the outbox until it is written."""
+        if self.spool is not None:
+            segment = self.spool.append(message)
+            if segment is not None:
+                self._segments[id(message)] = segment
         self.settlements.add(message)
+
+    def _delivered(self, batch: list[metering_pb.SettleRequest], unsent: list[metering_pb.SettleRequest]) -> None:
+        """Release the spool records of the batch's settlements that metering now has."""
+        if not self._segments:
+            return
+        kept = {id(message) for message in unsent}
+        for message in batch:
+            if id(message) not in kept:
+                segment = self._segments.pop(id(message), None)
+                if segment is not None and self.spool is not None:
+                    self.spool.delivered(segment)
 
     async def _send_settlements(self, batch: list[metering_pb.SettleRequest]) -> None:
         unsent = await self._settle_batch(batch)
+        self._delivered(batch, unsent)
         for message in unsent:
             self._enqueue(message)
         if unsent:
@@ -487,9 +521,14 @@ class MeteringClient:
 
     def _enqueue(self, message: metering_pb.SettleRequest) -> None:
         if len(self.outbox) >= self.outbox_limit:
-            self.outbox.popleft()
+            oldest = self.outbox.popleft()
             self.dropped += 1
-            logger.error("settlement outbox full; oldest settlement dropped", extra={"dropped": self.dropped})
+            # A spooled settlement stays on disk and is sent after the next start.
+            spooled = self._segments.pop(id(oldest), None) is not None
+            logger.error(
+                "settlement outbox full; oldest settlement dropped from memory",
+                extra={"dropped": self.dropped, "kept_in_spool": spooled},
+            )
         self.outbox.append(message)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain())
@@ -499,6 +538,7 @@ class MeteringClient:
         while self.outbox:
             batch = list(itertools.islice(self.outbox, self.batch_size))
             unsent = await self._settle_batch(batch)
+            self._delivered(batch, unsent)
             # By identity: while the call was in flight, a full outbox may have dropped its head.
             batch_ids = {id(message) for message in batch}
             while self.outbox and id(self.outbox[0]) in batch_ids:
@@ -518,8 +558,16 @@ class MeteringClient:
             remaining_s = max(0.0, flush_timeout_s - (time.monotonic() - started))
             await asyncio.wait([self._worker], timeout=remaining_s)
         undelivered = len(self.outbox) + len(self.settlements.pending)
-        if undelivered:
-            # NOTE: settlements still queued here are lost with the process; a disk spool
-            # would keep them across restarts.
-            logger.error("settlements not delivered at shutdown", extra={"count": undelivered})
+        if undelivered and self.spool is not None:
+            logger.warning(
+                "settlements not delivered at shutdown; the spool keeps them for the next start",
+                extra={"count": undelivered, "spool": str(self.spool.directory)},
+            )
+        elif undelivered:
+            logger.error(
+                "settlements not delivered at shutdown and lost: set ROUTER_SPOOL_DIR to keep them",
+                extra={"count": undelivered},
+            )
+        if self.spool is not None:
+            self.spool.close()
         await self.channel.close()

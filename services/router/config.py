@@ -37,6 +37,11 @@ class RouterConfig:
     redis_url: str | None = None
     """Redis that keeps deployment health for every replica (``ROUTER_REDIS_URL``); unset
     keeps it in this process."""
+    spool_dir: str | None = None
+    """Directory where settlements wait on disk until metering has them
+    (``ROUTER_SPOOL_DIR``); a restarted router sends what is left there. Unset keeps them
+    in memory only, where a stopped router loses the undelivered ones. One router
+    replica per directory."""
     batch_linger_ms: float = 25.0
     """Milliseconds that usage settlements and cache stores wait for others to share a call
     (``ROUTER_BATCH_LINGER_MS``, 0 to 1000; 0 sends each at once when the queue is idle)."""
@@ -72,6 +77,7 @@ class RouterConfig:
             cache_digest_refresh_ms=_cache_digest_refresh_ms(env),
             log_level=env.str("LOG_LEVEL", "INFO"),
             redis_url=env.optional("REDIS_URL"),
+            spool_dir=env.optional("SPOOL_DIR"),
             health_key_prefix=env.str("HEALTH_KEY_PREFIX", "aigw:router:health:"),
             breaker=_breaker_settings(env),
             retry=_retry_policy(env),

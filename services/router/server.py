@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aigateway.chat.v1 import chat_service_pb2, chat_service_pb2_grpc
 from aigateway.router.v1 import router_service_pb2, router_service_pb2_grpc
 
@@ -14,6 +16,7 @@ from services.router.health import HealthTracker, InMemoryHealth, RedisHealth
 from services.router.pipeline import Pipeline
 from services.router.routing import Router
 from services.router.service import ChatServicer, RouterServicer
+from services.router.spool import SettlementSpool
 
 SERVICE_NAMES = (
     router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,
@@ -33,7 +36,8 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
         if config.cache_address
         else None
     )
-    metering = MeteringClient(config.metering_address, linger_s=linger_s)
+    spool = SettlementSpool(Path(config.spool_dir)) if config.spool_dir else None
+    metering = MeteringClient(config.metering_address, linger_s=linger_s, spool=spool)
     health: HealthTracker
     if config.redis_url:
         health = RedisHealth.from_url(config.redis_url, config.breaker, key_prefix=config.health_key_prefix)
@@ -70,6 +74,10 @@ def build_pipeline(config: RouterConfig) -> tuple[ServiceSpec, Pipeline]:
 
 
 async def build(config: RouterConfig) -> ServiceSpec:
-    """Return the server spec; the catalog is read here, so a bad one fails at start."""
-    spec, _ = build_pipeline(config)
+    """Return the server spec; the catalog is read here, so a bad one fails at start.
+
+    Settlements an earlier router left in the spool are queued for metering here.
+    """
+    spec, pipeline = build_pipeline(config)
+    pipeline.metering.recover()
     return spec
