@@ -56,6 +56,7 @@ class DigestKeeper:
         self._windows: dict[int, KeyDigest] = {}
         self._scopes: KeyDigest | None = None
         self._scopes_task: asyncio.Task[None] | None = None
+        self._scopes_read = asyncio.Event()
 
     def _window(self) -> int:
         return int(self.clock() // self.ttl_s)
@@ -108,10 +109,10 @@ class DigestKeeper:
                     digest.union(bytes(part))
         if self.semantic is not None:
             if self._scopes_task is None:
-                # The first call waits for the scopes: until they are read the filter
-                # would lack every scope stored before this process started.
-                await self._load_scopes()
                 self._scopes_task = asyncio.get_running_loop().create_task(self._refresh_scopes())
+            # Until the scopes are read, the filter would lack every scope stored before
+            # this process started, so the first calls wait for the first read.
+            await self._scopes_read.wait()
             if self._scopes is None:
                 raise CacheUnavailableError("the live semantic scopes could not be read", backend="postgres")
             digest.union(self._scopes.bits)
@@ -134,8 +135,10 @@ class DigestKeeper:
 
     async def _refresh_scopes(self) -> None:
         while True:
-            await asyncio.sleep(SCOPE_REFRESH_S)
             await self._load_scopes()
+            self._scopes_read.set()
+            # A first read that failed is tried again soon; later ones keep the last set.
+            await asyncio.sleep(SCOPE_REFRESH_S if self._scopes is not None else 1.0)
 
     async def close(self) -> None:
         """Stop the scope refresh."""

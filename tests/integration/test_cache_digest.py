@@ -3,6 +3,7 @@ replicas, semantic scopes read from PostgreSQL, and GetKeyDigest over gRPC."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -192,3 +193,24 @@ async def test_store_puts_the_semantic_scope_in_the_digest(pg_database: str, emb
     assert scope is not None
     assert scope_item("acme", "gpt-4o-mini", scope.context_hash) in digest
     assert exact_item(exact_key("acme", request)) in digest
+
+
+async def test_concurrent_first_snapshots_read_the_scopes_once(pg_database: str) -> None:
+    semantic = await SemanticStore.open(pg_database, ttl_s=600)
+    reads = 0
+    live_scopes = semantic.live_scopes
+
+    async def counted() -> list[tuple[str, str, str]]:
+        nonlocal reads
+        reads += 1
+        return await live_scopes()
+
+    semantic.live_scopes = counted  # type: ignore[method-assign]
+    keeper = DigestKeeper(ttl_s=600, bit_count=BITS, semantic=semantic)
+    try:
+        await asyncio.gather(*(keeper.snapshot() for _ in range(5)))
+    finally:
+        await keeper.close()
+        await semantic.close()
+
+    assert reads == 1
