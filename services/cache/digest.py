@@ -9,8 +9,8 @@ positives.
 
 The filters live where the exact cache lives: in this process, or in Redis as bitmaps
 (``SETBIT``) that every replica writes and reads. The semantic store in PostgreSQL
-outlives both, so the scopes with live rows are read from it at start and every
-``SCOPE_REFRESH_S``; a scope written through another replica in process mode is seen
+outlives both, so the scopes with live rows are also read from it at start and every
+``SCOPE_REFRESH_S``. In process mode, a scope written through another replica shows
 after that delay.
 """
 
