@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import numpy as np
@@ -105,12 +106,8 @@ async def test_scopes_of_earlier_processes_come_from_postgres(pg_database: str) 
         await semantic.close()
 
 
-@pytest.fixture
-async def digest_stub() -> AsyncIterator[pb_grpc.CacheServiceStub]:
-    exact = await ExactCache.open(None, ttl_s=600)
-    keeper = DigestKeeper(ttl_s=600, bit_count=BITS)
-    servicer = CacheServicer(exact, None, None, keeper)
-    without = CacheServicer(exact, None, None)
+@asynccontextmanager
+async def _serve(servicer: CacheServicer) -> AsyncIterator[pb_grpc.CacheServiceStub]:
     running = await start(
         ServiceSpec(
             name="cache-digest-test",
@@ -120,26 +117,21 @@ async def digest_stub() -> AsyncIterator[pb_grpc.CacheServiceStub]:
             drain_s=0,
         )
     )
-    bare = await start(
-        ServiceSpec(
-            name="cache-no-digest-test",
-            listen="127.0.0.1:0",
-            registrars=(lambda server: pb_grpc.add_CacheServiceServicer_to_server(without, server),),
-            service_names=("aigateway.cache.v1.CacheService",),
-            drain_s=0,
-        )
-    )
     channel = insecure_channel(f"127.0.0.1:{running.port}")
-    bare_channel = insecure_channel(f"127.0.0.1:{bare.port}")
-    stub = pb_grpc.CacheServiceStub(channel)
-    stub.bare = pb_grpc.CacheServiceStub(bare_channel)  # type: ignore[attr-defined]
     try:
-        yield stub
+        yield pb_grpc.CacheServiceStub(channel)
     finally:
         await channel.close()
-        await bare_channel.close()
         await running.stop(drain_s=0)
-        await bare.stop(drain_s=0)
+
+
+@pytest.fixture
+async def digest_stub() -> AsyncIterator[pb_grpc.CacheServiceStub]:
+    exact = await ExactCache.open(None, ttl_s=600)
+    try:
+        async with _serve(CacheServicer(exact, None, None, DigestKeeper(ttl_s=600, bit_count=BITS))) as stub:
+            yield stub
+    finally:
         await exact.close()
 
 
@@ -164,9 +156,14 @@ async def test_stored_requests_are_in_the_served_digest(digest_stub: pb_grpc.Cac
     assert scope_item("acme", "gpt-4o-mini", scope.context_hash) not in digest
 
 
-async def test_get_key_digest_without_a_keeper_is_unimplemented(digest_stub: pb_grpc.CacheServiceStub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await digest_stub.bare.GetKeyDigest(pb.GetKeyDigestRequest())  # type: ignore[attr-defined]
+async def test_get_key_digest_without_a_keeper_is_unimplemented() -> None:
+    exact = await ExactCache.open(None, ttl_s=600)
+    try:
+        async with _serve(CacheServicer(exact, None, None)) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetKeyDigest(pb.GetKeyDigestRequest())
+    finally:
+        await exact.close()
 
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
