@@ -131,7 +131,8 @@ class AuthorizationServicer(authz_grpc.AuthorizationServicer):
             if verified is None:
                 metrics.AUTH_DECISIONS.labels("invalid_key").inc()
                 return _denied(
-                    "invalid API key: check the key, or create one with `python -m services.security.keys_cli create`",
+                    "invalid API key: check the key, or create one with "
+                    "`python -m services.security.keys_cli create --tenant TENANT --roles user`",
                     "invalid_api_key",
                     path,
                 )
