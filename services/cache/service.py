@@ -225,17 +225,18 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
         try:
             key = exact_key(request.tenant, chat_request)
             allow_semantic = request.allow_semantic if request.HasField("allow_semantic") else True
+            if self.semantic is None or self.embeddings is None:
+                allow_semantic = False
             scope = semantic_scope(chat_request) if allow_semantic else None
-            semantic = scope is not None and self.semantic is not None and self.embeddings is not None
             model = str(chat_request.get("model", ""))
             if self.digest is not None:
                 # Into the digest before the entry exists, so no reader sees one without the other.
                 items = [exact_item(key)]
-                if semantic and scope is not None:
+                if scope is not None:
                     items.append(scope_item(request.tenant, model, scope.context_hash))
                 await self.digest.add(items)
             await self.exact.set(key, request.response_json)
-            if not semantic or scope is None or self.semantic is None or self.embeddings is None:
+            if scope is None or self.semantic is None or self.embeddings is None:
                 return pb.StoreResponse(semantic_stored=False)
             # Marked before the embedding and insert: a lookup that arrives meanwhile then
             # embeds and searches, so the row can land in time, rather than probing an

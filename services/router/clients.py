@@ -198,9 +198,10 @@ class CacheClient:
 
     With ``digest_refresh_s`` above 0 the client reads the cache's key digest (a Bloom
     filter of the keys that may have an entry) that often, and ``must_miss`` returns True
-    for a Lookup the pipeline can skip. Its own stores are set in its copy at once; those
-    of other routers show after the next read. A digest older than three reads (at least
-    3 s) is not used, so while the cache cannot serve one, every request is looked up.
+    for a Lookup the pipeline can skip. The client sets its own stores in its copy at
+    once, and the stores of other routers show after the next read. A digest older than
+    three reads (at least 3 s) is not used, so while the cache cannot serve one, every
+    request is looked up.
     """
 
     def __init__(
@@ -227,7 +228,8 @@ class CacheClient:
     def digest_items(self, tenant: str, request: dict[str, Any], allow_semantic: bool) -> tuple[bytes, ...]:
         """Return the key digest items of ``request``: its exact key and its semantic scope.
 
-        Empty when the digest is off or the request has no key, so that it is looked up.
+        The result is empty when the digest is off or the request has no key, so that the
+        request is looked up.
         """
         if self.digest_refresh_s <= 0:
             return ()
@@ -263,11 +265,12 @@ class CacheClient:
                 elif self._digest_problem is not None:
                     logger.info("cache key digest available again")
                 self._digest_problem = problem
-            # A cache service without the digest may be upgraded later: ask again now and then.
+            # A cache service without the digest may be upgraded later, so it is asked again
+            # every DIGEST_RETRY_S.
             await asyncio.sleep(DIGEST_RETRY_S if problem == "UNIMPLEMENTED" else self.digest_refresh_s)
 
     async def _read_digest(self, started: float) -> str | None:
-        """Replace the digest with a new read; return what went wrong, or None."""
+        """Read a new digest and use it; return a description of the failure, or None."""
         try:
             response = await self.stub.GetKeyDigest(cache_pb.GetKeyDigestRequest(), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
@@ -278,14 +281,18 @@ class CacheClient:
             digest = KeyDigest(response.bit_count, response.hash_count, response.bits)
         except ValueError as exc:
             return str(exc)
-        while self._recent and self._recent[0][0] < started - DIGEST_RECENT_S:
-            self._recent.popleft()
+        self._prune_recent(started)
         for _, item in self._recent:
             digest.add(item)
         self.digest = digest
         # Stores queued after the call began are in _recent, not necessarily in the read.
         self._digest_read_at = started
         return None
+
+    def _prune_recent(self, now: float) -> None:
+        """Forget own stores older than DIGEST_RECENT_S before ``now``."""
+        while self._recent and self._recent[0][0] < now - DIGEST_RECENT_S:
+            self._recent.popleft()
 
     async def lookup(self, tenant: str, request_json: bytes, allow_semantic: bool) -> CacheAnswer | None:
         """Return the cached response, or None on a miss or when the cache is unavailable."""
@@ -325,8 +332,7 @@ class CacheClient:
             return
         if digest_items:
             now = time.monotonic()
-            while self._recent and self._recent[0][0] < now - DIGEST_RECENT_S:
-                self._recent.popleft()
+            self._prune_recent(now)
             for item in digest_items:
                 self._recent.append((now, item))
                 if self.digest is not None:
@@ -444,7 +450,7 @@ class MeteringClient:
         self._unlimited_until = time.monotonic() + LIMITS_TTL_S if unlimited else 0.0
 
     def recover(self) -> int:
-        """Queue the settlements an earlier router left in the spool; return how many."""
+        """Queue the settlements an earlier router left in the spool and return their count."""
         if self.spool is None:
             return 0
         recovered = self.spool.recover()
@@ -465,9 +471,9 @@ class MeteringClient:
         """Release the spool records of the batch's settlements that metering now has."""
         if not self._segments:
             return
-        kept = {id(message) for message in unsent}
+        unsent_ids = {id(message) for message in unsent}
         for message in batch:
-            if id(message) not in kept:
+            if id(message) not in unsent_ids:
                 segment = self._segments.pop(id(message), None)
                 if segment is not None and self.spool is not None:
                     self.spool.delivered(segment)

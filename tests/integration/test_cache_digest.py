@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import grpc
 import numpy as np
@@ -16,13 +15,12 @@ from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
 from redis.asyncio import Redis
 
 from libs.cachekeys import exact_key, semantic_scope
-from libs.grpcserver import ServiceSpec, insecure_channel, start
 from libs.keydigest import DIGEST_VERSION, HASH_COUNT, KeyDigest, exact_item, item_bits, scope_item
 from services.cache.digest import DigestKeeper
 from services.cache.embeddings import Embedder
 from services.cache.service import CacheServicer, EmbeddingCache
 from services.cache.store import ExactCache, SemanticStore
-from tests.fixtures.embedder import CACHE_REDIS_URL
+from tests.fixtures.embedder import CACHE_REDIS_URL, serve_cache
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +44,7 @@ async def redis_client() -> AsyncIterator[Redis]:
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-async def test_an_item_stays_for_two_windows(backend: str, redis_client: Redis, cache_redis_prefix: str) -> None:
+async def test_digest_keeps_an_item_two_windows(backend: str, redis_client: Redis, cache_redis_prefix: str) -> None:
     clock = Clock()
     redis = redis_client if backend == "redis" else None
     keeper = DigestKeeper(ttl_s=TTL_S, bit_count=BITS, redis=redis, prefix=cache_redis_prefix, clock=clock)
@@ -106,30 +104,11 @@ async def test_scopes_of_earlier_processes_come_from_postgres(pg_database: str) 
         await semantic.close()
 
 
-@asynccontextmanager
-async def _serve(servicer: CacheServicer) -> AsyncIterator[pb_grpc.CacheServiceStub]:
-    running = await start(
-        ServiceSpec(
-            name="cache-digest-test",
-            listen="127.0.0.1:0",
-            registrars=(lambda server: pb_grpc.add_CacheServiceServicer_to_server(servicer, server),),
-            service_names=("aigateway.cache.v1.CacheService",),
-            drain_s=0,
-        )
-    )
-    channel = insecure_channel(f"127.0.0.1:{running.port}")
-    try:
-        yield pb_grpc.CacheServiceStub(channel)
-    finally:
-        await channel.close()
-        await running.stop(drain_s=0)
-
-
 @pytest.fixture
 async def digest_stub() -> AsyncIterator[pb_grpc.CacheServiceStub]:
     exact = await ExactCache.open(None, ttl_s=600)
     try:
-        async with _serve(CacheServicer(exact, None, None, DigestKeeper(ttl_s=600, bit_count=BITS))) as stub:
+        async with serve_cache(CacheServicer(exact, None, None, DigestKeeper(ttl_s=600, bit_count=BITS))) as stub:
             yield stub
     finally:
         await exact.close()
@@ -159,7 +138,7 @@ async def test_stored_requests_are_in_the_served_digest(digest_stub: pb_grpc.Cac
 async def test_get_key_digest_without_a_keeper_is_unimplemented() -> None:
     exact = await ExactCache.open(None, ttl_s=600)
     try:
-        async with _serve(CacheServicer(exact, None, None)) as stub:
+        async with serve_cache(CacheServicer(exact, None, None)) as stub:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetKeyDigest(pb.GetKeyDigestRequest())
     finally:

@@ -14,10 +14,10 @@ from aigateway.cache.v1 import cache_service_pb2 as pb
 from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from libs.grpcserver import ServiceSpec, insecure_channel, start
 from services.cache.embeddings import Embedder
 from services.cache.service import CacheServicer, EmbeddingCache
 from services.cache.store import ExactCache, SemanticStore
+from tests.fixtures.embedder import serve_cache
 
 pytestmark = pytest.mark.integration
 
@@ -38,22 +38,10 @@ def _request(text: str, model: str = "gpt-4o-mini") -> bytes:
 async def cache_stub(pg_database: str, embedder: Embedder) -> AsyncIterator[pb_grpc.CacheServiceStub]:
     exact = await ExactCache.open(None, ttl_s=600)
     semantic = await SemanticStore.open(pg_database, ttl_s=600)
-    servicer = CacheServicer(exact, semantic, EmbeddingCache(embedder))
-    running = await start(
-        ServiceSpec(
-            name="cache-test",
-            listen="127.0.0.1:0",
-            registrars=(lambda server: pb_grpc.add_CacheServiceServicer_to_server(servicer, server),),
-            service_names=("aigateway.cache.v1.CacheService",),
-            drain_s=0,
-        )
-    )
-    channel = insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield pb_grpc.CacheServiceStub(channel)
+        async with serve_cache(CacheServicer(exact, semantic, EmbeddingCache(embedder))) as stub:
+            yield stub
     finally:
-        await channel.close()
-        await running.stop(drain_s=0)
         await exact.close()
         await semantic.close()
 
