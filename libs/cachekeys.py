@@ -6,8 +6,8 @@ response is delivered or recorded (``stream``, ``user``, ``metadata``, ...). The
 splits a request into the last user message's text, which is matched by meaning, and a
 hash of everything else, which must match exactly.
 
-The cache service stores and finds entries by these keys; the router computes them too,
-to test a request against the cache's key digest before it calls Lookup.
+The cache service stores and finds entries by these keys. The router computes them too,
+so that it can test a request against the cache's key digest before it calls Lookup.
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ CLIENT_OPTIONS = (
 
 
 class StartError(Exception):
-    """The service cannot start for a reason its operator must fix; the message names the fix."""
+    """A failure to start that the operator must fix. The message names the fix."""
 
 
 class BindError(StartError, OSError):

@@ -1,6 +1,6 @@
 """Key digest of the response cache: a Bloom filter of the keys that may have an entry.
 
-The cache service keeps the filter and serves it with ``GetKeyDigest``; the router tests
+The cache service keeps the filter and serves it with ``GetKeyDigest``. The router tests
 each request against its copy and skips a Lookup whose keys are all absent, because such
 a Lookup must miss. A Bloom filter has false positives (a Lookup that was not needed)
 but no false negatives, so a skipped Lookup never loses a hit the cache could have served
@@ -21,11 +21,11 @@ from libs.cachekeys import KEY_VERSION
 __all__ = ["DIGEST_VERSION", "HASH_COUNT", "KeyDigest", "check_shape", "exact_item", "item_bits", "scope_item"]
 
 DIGEST_VERSION = f"{KEY_VERSION}.bloom1"
-"""Names the key form and the item encoding; a client uses only a filter of its own version."""
+"""Version of the key form and the item encoding. A client uses only a filter of its own version."""
 
 HASH_COUNT = 4
 """Bits per item the cache service sets. With 2**20 bits, 100,000 live items give about
-1% false positives; readers take the count from the filter, not from here."""
+1% false positives. Readers take the count from the filter, not from here."""
 MIN_BITS = 1024
 MAX_BITS = 1 << 32
 MAX_HASHES = 16
@@ -95,5 +95,5 @@ class KeyDigest:
         self.bits = bytearray(merged.to_bytes(len(self.bits), "big"))
 
     def fill_ratio(self) -> float:
-        """Share of bits set, from 0 to 1; false positives grow with it."""
+        """Return the share of bits set, from 0 to 1. False positives grow with it."""
         return int.from_bytes(self.bits, "big").bit_count() / self.bit_count

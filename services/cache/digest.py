@@ -67,7 +67,10 @@ class DigestKeeper:
         return f"{self.prefix}digest:{self.bit_count}:{window}"
 
     async def add(self, items: Iterable[bytes]) -> None:
-        """Set the bits of ``items`` in the current window; raises CacheUnavailableError."""
+        """Set the bits of ``items`` in the current window.
+
+        Raises CacheUnavailableError when Redis fails.
+        """
         window = self._window()
         if self.redis is None:
             digest = self._windows.get(window)
@@ -137,7 +140,7 @@ class DigestKeeper:
         while True:
             await self._load_scopes()
             self._scopes_read.set()
-            # A first read that failed is tried again soon; later ones keep the last set.
+            # A failed first read is tried again after 1 s. A later failed read keeps the last set.
             await asyncio.sleep(SCOPE_REFRESH_S if self._scopes is not None else 1.0)
 
     async def close(self) -> None:

@@ -10,5 +10,5 @@ SEMANTIC_REJECTIONS = Counter(
 )
 DIGEST_FILL = Gauge(
     "aigw_cache_key_digest_fill_ratio",
-    "Share of the key digest's bits that are set, as last served; false positives grow with it.",
+    "Share of the key digest's bits that are set, as last served. False positives grow with it.",
 )

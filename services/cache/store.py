@@ -108,7 +108,7 @@ class ExactCache:
 
     @property
     def redis(self) -> redis_asyncio.Redis | None:
-        """The Redis client, which the key digest shares; None in process."""
+        """Redis client shared with the key digest, or None when entries are kept in process."""
         return self._backend.client if isinstance(self._backend, _RedisBackend) else None
 
     async def get(self, key: str) -> bytes | None:

@@ -39,7 +39,7 @@ class RouterConfig:
     keeps it in this process."""
     spool_dir: str | None = None
     """Directory where settlements wait on disk until metering has them
-    (``ROUTER_SPOOL_DIR``); a restarted router sends what is left there. Unset keeps them
+    (``ROUTER_SPOOL_DIR``). A restarted router sends what is left there. Unset keeps them
     in memory only, where a stopped router loses the undelivered ones. One router
     replica per directory."""
     batch_linger_ms: float = 25.0
@@ -47,9 +47,9 @@ class RouterConfig:
     (``ROUTER_BATCH_LINGER_MS``, 0 to 1000; 0 sends each at once when the queue is idle)."""
     cache_digest_refresh_ms: float = 1000.0
     """Milliseconds between reads of the cache's key digest, with which the router skips
-    Lookups that must miss (``ROUTER_CACHE_DIGEST_REFRESH_MS``, 100 to 60000; 0 looks
-    every request up). Another router's store is found by this router's Lookups after
-    at most this long; its own at once."""
+    Lookups that must miss (``ROUTER_CACHE_DIGEST_REFRESH_MS``, 100 to 60000, or 0 to
+    look every request up). This router's Lookups find another router's store after at
+    most this long, and its own at once."""
     health_key_prefix: str = "aigw:router:health:"
     """Prefix of the Redis keys of deployment health (``ROUTER_HEALTH_KEY_PREFIX``)."""
     breaker: BreakerSettings = BreakerSettings()

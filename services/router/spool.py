@@ -49,7 +49,7 @@ class _Segment:
 
 
 class SettlementSpool:
-    """Segment files of settlements in ``directory``; one process may use it at a time."""
+    """Segment files of settlements in ``directory``, used by one process at a time."""
 
     def __init__(
         self,
@@ -117,7 +117,7 @@ class SettlementSpool:
         return recovered
 
     def append(self, message: metering_pb.SettleRequest) -> int | None:
-        """Write ``message`` to the open segment; return its segment number.
+        """Write ``message`` to the open segment and return the segment number.
 
         Returns None, and logs, when the spool is over ``max_bytes`` or the write failed:
         the settlement is then kept in memory only.

@@ -22,7 +22,7 @@ def test_absent_items_rarely_test_positive() -> None:
         digest.add(exact_item(f"acme:{n:064x}"))
 
     false_positives = sum(exact_item(f"other:{n:064x}") in digest for n in range(10_000))
-    # Expected about 2 in a million at this fill; a handful would still be fine.
+    # About 2 in a million are expected at this fill, so a handful would still be fine.
     assert false_positives <= 5
 
 
@@ -47,7 +47,7 @@ def test_bit_order_is_redis_bitmap_order() -> None:
     assert digest.bits == expected
 
 
-def test_union_accepts_a_shorter_filter_as_redis_returns_it() -> None:
+def test_union_pads_a_shorter_filter() -> None:
     first = KeyDigest(1024, 4)
     first.add(b"a")
     second = KeyDigest(1024, 4)

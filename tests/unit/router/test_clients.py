@@ -261,7 +261,7 @@ async def test_large_cache_stores_get_calls_of_their_own(monkeypatch: pytest.Mon
 
 
 class FakeDigestCache:
-    """Serves a key digest of the items in ``stored``; counts the reads."""
+    """Fake cache service that serves a key digest of the items in ``stored`` and counts the reads."""
 
     def __init__(self, version: str = DIGEST_VERSION) -> None:
         self.stored: list[bytes] = []

@@ -48,7 +48,7 @@ def test_spool_deletes_closed_segments_once_delivered(tmp_path: Path) -> None:
     spool.delivered(1)
     spool.delivered(3)
 
-    # Segment 1 is done; 2 still has two pending; 3 is open, so it stays until closed.
+    # Segment 1 is done, and 2 still has two pending. Segment 3 is open, so it stays until closed.
     assert _segments(tmp_path) == ["settlements-000000000002.log", "settlements-000000000003.log"]
     spool.close()
     assert _segments(tmp_path) == ["settlements-000000000002.log"]

@@ -115,7 +115,7 @@ class CacheServiceServicer:
     def GetKeyDigest(self, request, context):
         """A Bloom filter of the keys that may have an entry, so that a client can skip a
         Lookup that must miss. It has no false negatives for entries stored before the
-        call, exact and semantic; an entry that expired or was invalidated may still test
+        call, exact and semantic. An entry that expired or was invalidated may still test
         positive. Returns UNAVAILABLE when the store of the filter cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
