@@ -47,7 +47,9 @@ async def cache_stub(pg_database: str, embedder: Embedder) -> AsyncIterator[pb_g
 
 
 def _reason(error: grpc.aio.AioRpcError) -> tuple[str, str]:
-    details = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    details = next(
+        value for key, value in error.trailing_metadata() or () if key == "grpc-status-details-bin"
+    )
     status = status_pb2.Status.FromString(details)
     info = error_details_pb2.ErrorInfo()
     bad = error_details_pb2.BadRequest()

@@ -27,7 +27,7 @@ class LookupRequest(_message.Message):
     tenant: str
     request_json: bytes
     allow_semantic: bool
-    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., allow_semantic: _Optional[bool] = ...) -> None: ...
+    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., allow_semantic: bool = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("result", "response_json", "similarity")
@@ -49,13 +49,13 @@ class StoreRequest(_message.Message):
     request_json: bytes
     response_json: bytes
     allow_semantic: bool
-    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., response_json: _Optional[bytes] = ..., allow_semantic: _Optional[bool] = ...) -> None: ...
+    def __init__(self, tenant: _Optional[str] = ..., request_json: _Optional[bytes] = ..., response_json: _Optional[bytes] = ..., allow_semantic: bool = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("semantic_stored",)
     SEMANTIC_STORED_FIELD_NUMBER: _ClassVar[int]
     semantic_stored: bool
-    def __init__(self, semantic_stored: _Optional[bool] = ...) -> None: ...
+    def __init__(self, semantic_stored: bool = ...) -> None: ...
 
 class StoreBatchRequest(_message.Message):
     __slots__ = ("entries",)
@@ -75,7 +75,7 @@ class StoreResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     semantic_stored: bool
     error: _status_pb2.Status
-    def __init__(self, semantic_stored: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    def __init__(self, semantic_stored: bool = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
     __slots__ = ("tenant",)

@@ -5,7 +5,7 @@ import warnings
 
 from aigateway.cache.v1 import cache_service_pb2 as aigateway_dot_cache_dot_v1_dot_cache__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class CacheServiceStub:
+class CacheServiceStub(object):
     """The response cache: an exact cache keyed on the tenant and the full canonical request,
     and a semantic cache of prompt embeddings scoped to tenant, model and conversation
     context. Only complete answers are stored.
@@ -69,7 +69,7 @@ class CacheServiceStub:
                 _registered_method=True)
 
 
-class CacheServiceServicer:
+class CacheServiceServicer(object):
     """The response cache: an exact cache keyed on the tenant and the full canonical request,
     and a semantic cache of prompt embeddings scoped to tenant, model and conversation
     context. Only complete answers are stored.
@@ -163,7 +163,7 @@ def add_CacheServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class CacheService:
+class CacheService(object):
     """The response cache: an exact cache keyed on the tenant and the full canonical request,
     and a semantic cache of prompt embeddings scoped to tenant, model and conversation
     context. Only complete answers are stored.

@@ -5,7 +5,7 @@ import warnings
 
 from aigateway.chat.v1 import chat_service_pb2 as aigateway_dot_chat_dot_v1_dot_chat__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class ChatServiceStub:
+class ChatServiceStub(object):
     """The typed chat API for gRPC clients, served by the router through the Envoy edge.
     Calls carry the API key as `authorization: Bearer <key>` metadata.
 
@@ -60,7 +60,7 @@ class ChatServiceStub:
                 _registered_method=True)
 
 
-class ChatServiceServicer:
+class ChatServiceServicer(object):
     """The typed chat API for gRPC clients, served by the router through the Envoy edge.
     Calls carry the API key as `authorization: Bearer <key>` metadata.
 
@@ -120,7 +120,7 @@ def add_ChatServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ChatService:
+class ChatService(object):
     """The typed chat API for gRPC clients, served by the router through the Envoy edge.
     Calls carry the API key as `authorization: Bearer <key>` metadata.
 

@@ -56,13 +56,13 @@ class SettleRequest(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     latency_ms: float
     stream: bool
-    def __init__(self, request_id: _Optional[str] = ..., principal: _Optional[_Union[_principal_pb2.Principal, _Mapping]] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outcome: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[float] = ..., stream: _Optional[bool] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., principal: _Optional[_Union[_principal_pb2.Principal, _Mapping]] = ..., model: _Optional[str] = ..., deployment: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_chat_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., outcome: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[float] = ..., stream: bool = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("recorded",)
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
-    def __init__(self, recorded: _Optional[bool] = ...) -> None: ...
+    def __init__(self, recorded: bool = ...) -> None: ...
 
 class SettleBatchRequest(_message.Message):
     __slots__ = ("settlements",)
@@ -82,7 +82,7 @@ class SettleResult(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     recorded: bool
     error: _status_pb2.Status
-    def __init__(self, recorded: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    def __init__(self, recorded: bool = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("tenant", "key_id", "start_time", "end_time")

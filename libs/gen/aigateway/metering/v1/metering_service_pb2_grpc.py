@@ -5,7 +5,7 @@ import warnings
 
 from aigateway.metering.v1 import metering_service_pb2 as aigateway_dot_metering_dot_v1_dot_metering__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class MeteringServiceStub:
+class MeteringServiceStub(object):
     """Usage ledger, budgets and rate limits. A request is admitted before a provider is
     called (its estimated cost is reserved against the key's budget) and settled once
     afterwards with the real usage.
@@ -64,7 +64,7 @@ class MeteringServiceStub:
                 _registered_method=True)
 
 
-class MeteringServiceServicer:
+class MeteringServiceServicer(object):
     """Usage ledger, budgets and rate limits. A request is admitted before a provider is
     called (its estimated cost is reserved against the key's budget) and settled once
     afterwards with the real usage.
@@ -154,7 +154,7 @@ def add_MeteringServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class MeteringService:
+class MeteringService(object):
     """Usage ledger, budgets and rate limits. A request is admitted before a provider is
     called (its estimated cost is reserved against the key's budget) and settled once
     afterwards with the real usage.

@@ -6,7 +6,7 @@ import warnings
 from aigateway.router.v1 import router_service_pb2 as aigateway_dot_router_dot_v1_dot_router__service__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class RouterServiceStub:
+class RouterServiceStub(object):
     """The OpenAI-compatible REST surface. Envoy binds each path to one RPC and passes the
     HTTP body through unchanged in both directions, so the router reads the exact JSON a
     client sent (fields it does not model included) and writes exact OpenAI bytes back:
@@ -62,7 +62,7 @@ class RouterServiceStub:
                 _registered_method=True)
 
 
-class RouterServiceServicer:
+class RouterServiceServicer(object):
     """The OpenAI-compatible REST surface. Envoy binds each path to one RPC and passes the
     HTTP body through unchanged in both directions, so the router reads the exact JSON a
     client sent (fields it does not model included) and writes exact OpenAI bytes back:
@@ -136,7 +136,7 @@ def add_RouterServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class RouterService:
+class RouterService(object):
     """The OpenAI-compatible REST surface. Envoy binds each path to one RPC and passes the
     HTTP body through unchanged in both directions, so the router reads the exact JSON a
     client sent (fields it does not model included) and writes exact OpenAI bytes back:

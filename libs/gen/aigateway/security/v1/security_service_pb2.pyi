@@ -63,7 +63,7 @@ class ScreenPromptResponse(_message.Message):
     texts: _containers.RepeatedCompositeFieldContainer[PromptText]
     placeholders: _containers.ScalarMap[str, str]
     pii_counts: _containers.ScalarMap[str, int]
-    def __init__(self, redacted: _Optional[bool] = ..., texts: _Optional[_Iterable[_Union[PromptText, _Mapping]]] = ..., placeholders: _Optional[_Mapping[str, str]] = ..., pii_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    def __init__(self, redacted: bool = ..., texts: _Optional[_Iterable[_Union[PromptText, _Mapping]]] = ..., placeholders: _Optional[_Mapping[str, str]] = ..., pii_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "tenant", "name", "roles", "allowed_models", "budget_usd", "create_time", "revoke_time")

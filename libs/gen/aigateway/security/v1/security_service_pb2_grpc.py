@@ -5,7 +5,7 @@ import warnings
 
 from aigateway.security.v1 import security_service_pb2 as aigateway_dot_security_dot_v1_dot_security__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class SecurityServiceStub:
+class SecurityServiceStub(object):
     """Prompt screening and API key administration. The same process also serves Envoy's
     `envoy.service.auth.v3.Authorization` (ext_authz), which verifies API keys at the edge.
     """
@@ -58,7 +58,7 @@ class SecurityServiceStub:
                 _registered_method=True)
 
 
-class SecurityServiceServicer:
+class SecurityServiceServicer(object):
     """Prompt screening and API key administration. The same process also serves Envoy's
     `envoy.service.auth.v3.Authorization` (ext_authz), which verifies API keys at the edge.
     """
@@ -127,7 +127,7 @@ def add_SecurityServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class SecurityService:
+class SecurityService(object):
     """Prompt screening and API key administration. The same process also serves Envoy's
     `envoy.service.auth.v3.Authorization` (ext_authz), which verifies API keys at the edge.
     """
