@@ -1,10 +1,10 @@
 """CPU per request of each process of the gateway under load: ``python -m tools.bench.cpu_split``.
 
 Starts the simulator and one gateway stack (as ``make bench`` does) and sends the *no
-cache hit* workload with wrk at 32 connections. It then prints the CPU milliseconds per
-request that each process tree used (Envoy, each service, Cerbos, PostgreSQL, the
-simulator), read from /proc before and after the load. It shows where a request's CPU goes, which the
-benchmark's single total does not.
+cache hit* workload with wrk at 32 connections. It then prints the CPU milliseconds and
+the context switches per request of each process tree (Envoy, each service, Cerbos,
+PostgreSQL, the simulator), read from /proc before and after the load. It shows where a
+request's CPU goes, which the benchmark's single total does not.
 """
 
 from __future__ import annotations
@@ -88,11 +88,13 @@ def _split(
     run_wrk(warm_up, connections=8, threads=1, duration_s=2)
     trees = {name: procs.process_tree([pid]) for name, pid in roots.items()}
     before = {name: procs.cpu_seconds(pids) for name, pids in trees.items()}
+    switches_before = {name: procs.context_switches(pids) for name, pids in trees.items()}
     recorders = _start_profiles(roots, profile_dir, seconds) if profile_dir is not None else []
     result = run_wrk(workload, connections=connections, threads=min(2, connections), duration_s=seconds)
     for recorder in recorders:
         recorder.wait(timeout=60)
     after = {name: procs.cpu_seconds(pids) for name, pids in trees.items()}
+    switches_after = {name: procs.context_switches(pids) for name, pids in trees.items()}
 
     served = int(result["requests"])  # type: ignore[call-overload]
     duration_s = int(result["duration_us"]) / 1e6  # type: ignore[call-overload]
@@ -104,12 +106,18 @@ def _split(
         f"latency p50 {latency['p50'] / 1000:.2f} ms, p90 {latency['p90'] / 1000:.2f} ms, "
         f"p99 {latency['p99'] / 1000:.2f} ms",
     ]
-    total = 0.0
+    total, total_switches = 0.0, 0.0
     for name in roots:
         per_request_ms = (after[name] - before[name]) * 1000 / max(served, 1)
+        switches = (switches_after[name] - switches_before[name]) / max(served, 1)
         total += per_request_ms
-        lines.append(f"  {name:<10} {per_request_ms:6.3f} ms CPU per request")
-    lines.append(f"  {'total':<10} {total:6.3f} ms CPU per request")
+        total_switches += switches
+        lines.append(
+            f"  {name:<10} {per_request_ms:6.3f} ms CPU, {switches:5.1f} context switches per request"
+        )
+    lines.append(
+        f"  {'total':<10} {total:6.3f} ms CPU, {total_switches:5.1f} context switches per request"
+    )
     if profile_dir is not None:
         lines.append(f"py-spy profiles (collapsed stacks): {profile_dir}/<service>.txt")
     return "\n".join(lines)

@@ -51,6 +51,25 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
+def context_switches(pids: Iterable[int]) -> int:
+    """Return the context switches, voluntary and not, of every thread of the live ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list((PROC / str(pid) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
+
+
 def rss_bytes(pids: Iterable[int]) -> int:
     """Return the summed resident set size of the live processes ``pids``, in bytes."""
     total = 0
