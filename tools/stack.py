@@ -50,6 +50,7 @@ from types import FrameType, TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from libs.config import ConfigError, Env
 from libs.pgserver import EmbeddedPostgres
 from tools.envoy_config import render_envoy_config
 
@@ -657,15 +658,16 @@ class Stack:
         )
 
     def _cache(self) -> Child:
-        return self._service(
-            "cache",
-            self.ports.cache,
-            self.ports.cache_metrics,
-            {
-                "CACHE_DATABASE_URL": self.database_urls["cache"],
-                **self._redis("CACHE"),
-            },
-        )
+        settings = self._redis("CACHE")
+        # A router that never uses the semantic cache leaves its database and embedding
+        # model (about 110 MiB) unused, so the cache service starts without them.
+        try:
+            semantic = Env("ROUTER", self.environ).bool("SEMANTIC_CACHE", True)
+        except ConfigError:
+            semantic = True  # the router names the invalid value when it starts
+        if semantic:
+            settings["CACHE_DATABASE_URL"] = self.database_urls["cache"]
+        return self._service("cache", self.ports.cache, self.ports.cache_metrics, settings)
 
     def _metering(self) -> Child:
         return self._service(

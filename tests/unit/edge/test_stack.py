@@ -124,6 +124,21 @@ def test_service_env_databases(tmp_path: Path) -> None:
     assert stack._metering().env["METERING_DATABASE_URL"].endswith("/metering")
 
 
+@pytest.mark.parametrize("value", ["false", "0", "off"])
+def test_cache_without_database_when_semantic_off(tmp_path: Path, value: str) -> None:
+    stack = _stack(tmp_path)
+    stack.environ["ROUTER_SEMANTIC_CACHE"] = value
+
+    assert "CACHE_DATABASE_URL" not in stack._cache().env
+
+
+def test_cache_database_kept_for_invalid_semantic_setting(tmp_path: Path) -> None:
+    stack = _stack(tmp_path)
+    stack.environ["ROUTER_SEMANTIC_CACHE"] = "sometimes"
+
+    assert stack._cache().env["CACHE_DATABASE_URL"].endswith("/cache")
+
+
 def test_caller_drain_setting_wins(tmp_path: Path) -> None:
     stack = Stack(data_dir=tmp_path, environ={"ROUTER_DRAIN_S": "3"})
     stack.database_urls = {"security": "", "cache": "", "metering": ""}
