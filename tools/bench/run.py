@@ -32,6 +32,8 @@ SEMANTIC_QUERY = "What are the steps to reset my password?"
 CONNECTIONS = 32
 WRK_THREADS = 2
 WARM_UP_S = 2.0
+# A run with concurrent phases shorter than 10 s warms each target up for 1 s only.
+SHORT_WARM_UP_S = 1.0
 # Bound of the sequential phase; a target slower than this gets fewer requests than asked.
 MAX_SEQUENTIAL_S = 150.0
 
@@ -177,25 +179,27 @@ def measure(
     )
     workload = Workload(target.url, target.headers, MODEL, mode, prompt, run_id)
     tree = lambda: procs.process_tree(target.pids())  # noqa: E731
+    warm_up_s = WARM_UP_S if settings.seconds >= 10 else SHORT_WARM_UP_S
     with procs.RssSampler(target.pids) as sampler:
         _progress(f"{row.name}: warm-up")
         warm_up = run_wrk(
             Workload(target.url, target.headers, MODEL, mode, prompt, run_id + 1),
             connections=1,
             threads=1,
-            duration_s=WARM_UP_S,
+            duration_s=warm_up_s,
         )
 
-        # wrk runs for its whole -d even after every thread stopped at the request limit,
-        # so the duration comes from the warm-up's rate, with a margin.
-        rate = max(warm_up["requests"], 1) / WARM_UP_S
-        duration_s = min(MAX_SEQUENTIAL_S, max(2.0, 1.3 * settings.sequential_requests / rate))
+        # The phase ends when the request limit is reached. Its duration, from the
+        # warm-up's rate with a margin, only bounds a target that slows down.
+        rate = max(warm_up["requests"], 1) / warm_up_s
+        duration_s = min(MAX_SEQUENTIAL_S, max(2.0, 2 * settings.sequential_requests / rate))
         _progress(f"{row.name}: {settings.sequential_requests} sequential requests (at most {duration_s:.0f} s)")
         sequential = run_wrk(
             workload, connections=1, threads=1, duration_s=duration_s, limit=settings.sequential_requests
         )
         row.sequential = _latency_ms(sequential)
-        # The run's length includes wrk's wait after the limit, so no rate for this phase.
+        # The phase's length includes wrk's start and the wait for the last marker, so
+        # no rate for this phase.
         del row.sequential["rps"], row.sequential["duration_s"]
 
         _progress(f"{row.name}: {CONNECTIONS} connections for {settings.seconds:g} s")

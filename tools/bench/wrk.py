@@ -2,7 +2,9 @@
 
 The script builds each body in Lua, so every request can carry a prompt of its own. It
 stops a thread after a request count when one is given, counts the ``x-aigw-cache``
-response header, and prints its results as one JSON line from ``done``.
+response header, and prints its results as one JSON line from ``done``. wrk itself waits
+out its whole duration, so with a request count ``run_wrk`` ends it with SIGINT (on which
+wrk reports at once) when every thread has reached the count.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,9 @@ FIXED = "fixed"
 SPACED = "spaced"
 """One paraphrase, with the spaces between its words varied per request: the exact key
 differs every time while the embedding (whitespace is not a token) stays the same."""
+
+POLL_INTERVAL_S = 0.02
+"""How often ``run_wrk`` checks whether every thread has reached its request limit."""
 
 # Lua source; {placeholders} are filled in by str.format, so Lua braces are doubled.
 _SCRIPT = r"""
@@ -41,6 +48,7 @@ end
 
 function init(args)
   limit = config.limit
+  finished = false
   sent = 0
   received = 0
   cache_miss = 0
@@ -89,7 +97,16 @@ function response(status, headers, body)
   elseif cache == "exact" then cache_exact = cache_exact + 1
   elseif cache == "semantic" then cache_semantic = cache_semantic + 1
   else cache_other = cache_other + 1 end
-  if limit > 0 and received >= limit then wrk.thread:stop() end
+  if limit > 0 and received >= limit and not finished then
+    finished = true
+    -- One line per thread that reached the limit, for run_wrk to count.
+    local marker = io.open(config.done_path, "a")
+    if marker then
+      marker:write("done\n")
+      marker:close()
+    end
+    wrk.thread:stop()
+  end
 end
 
 function done(summary, latency, requests)
@@ -148,8 +165,12 @@ def _lua_value(value: object) -> str:
     raise TypeError(f"no Lua literal for {type(value).__name__}")
 
 
-def render_script(workload: Workload, limit: int) -> str:
-    """Return the Lua script for ``workload``; ``limit`` > 0 stops each thread after that many responses."""
+def render_script(workload: Workload, limit: int, done_path: str = "") -> str:
+    """Return the Lua script for ``workload``.
+
+    ``limit`` > 0 stops each thread after that many responses, and the thread then
+    appends one line to the file ``done_path``.
+    """
     path = "/" + workload.url.split("/", 3)[3]
     config = {
         "path": path,
@@ -159,6 +180,7 @@ def render_script(workload: Workload, limit: int) -> str:
         "prompt": workload.prompt,
         "run": workload.run_id,
         "limit": limit,
+        "done_path": done_path,
     }
     return _SCRIPT.format(config=_lua_value(config))
 
@@ -168,18 +190,20 @@ def run_wrk(
 ) -> dict[str, object]:
     """Run wrk once and return its result: requests, duration, errors, latency (µs), cache counts.
 
-    ``duration_s`` is the length of the run. ``limit`` > 0 makes each thread stop sending after
-    that many responses, but wrk still waits out ``duration_s`` before it reports.
+    ``duration_s`` is the length of the run. ``limit`` > 0 makes each thread stop sending
+    after that many responses, and the run ends as soon as every thread has stopped, so
+    ``duration_s`` is then only its upper bound.
     """
     binary = shutil.which("wrk")
     if binary is None:
         raise WrkError("wrk not found on PATH: install the Debian package (apt-get install wrk)")
     base = workload.url.split("/", 3)
     origin = f"{base[0]}//{base[2]}"
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(render_script(workload, limit))
-    try:
-        result = subprocess.run(
+    with tempfile.TemporaryDirectory(prefix="aigw-wrk-") as folder:
+        script = Path(folder) / "workload.lua"
+        done = Path(folder) / "done"
+        script.write_text(render_script(workload, limit, str(done)))
+        process = subprocess.Popen(
             [
                 binary,
                 f"-t{threads}",
@@ -188,17 +212,38 @@ def run_wrk(
                 "--timeout",
                 "10s",
                 "-s",
-                script.name,
+                str(script),
                 origin,
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=duration_s + 60,
-            check=False,
         )
-    finally:
-        Path(script.name).unlink(missing_ok=True)
-    for line in result.stdout.splitlines():
+        try:
+            if limit > 0:
+                _stop_when_done(process, done, threads, duration_s + 60)
+            stdout, stderr = process.communicate(timeout=duration_s + 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise WrkError(
+                f"wrk did not finish within {duration_s + 60:.0f} s: check that the target still answers"
+            ) from None
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             return dict(json.loads(line.removeprefix("BENCH_RESULT ")))
-    raise WrkError(f"wrk exited with code {result.returncode} and no result: {result.stderr.strip()[-500:]}")
+    raise WrkError(f"wrk exited with code {process.returncode} and no result: {stderr.strip()[-500:]}")
+
+
+def _stop_when_done(process: subprocess.Popen[str], done: Path, threads: int, timeout_s: float) -> None:
+    """Send wrk SIGINT once ``threads`` lines are in ``done``; wrk then reports at once."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            finished = done.read_text().count("\n")
+        except FileNotFoundError:
+            finished = 0
+        if finished >= threads:
+            process.send_signal(signal.SIGINT)
+            return
+        time.sleep(POLL_INTERVAL_S)
