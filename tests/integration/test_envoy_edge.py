@@ -310,6 +310,9 @@ class EnvoyProcess:
                     "--disable-hot-restart",
                     "--log-level",
                     "warn",
+                    # Access log lines reach the file within 0.2 s instead of Envoy's 10 s.
+                    "--file-flush-interval-msec",
+                    "200",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -775,6 +778,44 @@ def test_grpc_client_denial_is_unauthenticated(edge: EnvoyProcess) -> None:
 
     assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert json.loads(denied.value.details() or "") == DENIAL_BODY
+
+
+def _access_entries(edge: EnvoyProcess, path: str, count: int) -> list[dict[str, object]]:
+    """Return the access log entries for ``path``, waiting up to 5 s for ``count`` of them."""
+    deadline = time.monotonic() + 5
+    while True:
+        entries = []
+        for line in edge.log_path.read_text().splitlines():
+            if '"envoy.access"' not in line:
+                continue
+            entry = json.loads(line)
+            if entry.get("path") == path:
+                entries.append(entry)
+        if len(entries) >= count or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.1)
+
+
+def test_access_log_grpc_status_only_for_grpc(http: httpx.Client, edge: EnvoyProcess) -> None:
+    rest_path = "/v1/chat/completions"
+    grpc_path = "/aigateway.chat.v1.ChatService/ListModels"
+    time.sleep(0.5)  # earlier tests' lines reach the file first (flush interval 0.2 s)
+    rest_before = len(_access_entries(edge, rest_path, 0))
+    grpc_before = len(_access_entries(edge, grpc_path, 0))
+
+    assert http.post(rest_path, json=_chat("echo")).status_code == 200
+    with grpc.insecure_channel(f"127.0.0.1:{edge.port}") as channel:
+        chat_service_pb2_grpc.ChatServiceStub(channel).ListModels(
+            chat_service_pb2.ListModelsRequest(),
+            metadata=(("authorization", f"Bearer {GOOD_KEY}"),),
+            timeout=10,
+        )
+
+    rest = _access_entries(edge, rest_path, rest_before + 1)[rest_before:]
+    grpc_entries = _access_entries(edge, grpc_path, grpc_before + 1)[grpc_before:]
+    assert [entry["status"] for entry in rest] == [200]
+    assert [entry.get("grpc_status", "") for entry in rest] == [""]
+    assert [entry["grpc_status"] for entry in grpc_entries] == ["0"]
 
 
 def test_router_health_service_is_not_exposed(edge: EnvoyProcess) -> None:
