@@ -27,7 +27,10 @@ async def build(config: CacheConfig) -> ServiceSpec:
         semantic = await SemanticStore.open(config.database_url, ttl_s=config.ttl_s)
         embeddings = EmbeddingCache(Embedder.load(threads=config.embedding_threads))
     else:
-        logger.warning("CACHE_DATABASE_URL is not set; the semantic cache is off")
+        logger.warning(
+            "the semantic cache is off because CACHE_DATABASE_URL is not set;"
+            " set it to a PostgreSQL URL with pgvector to turn it on"
+        )
     digest = DigestKeeper(ttl_s=config.ttl_s, bit_count=config.digest_bits, redis=exact.redis, semantic=semantic)
     servicer = CacheServicer(exact, semantic, embeddings, digest)
 
