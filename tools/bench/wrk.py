@@ -227,7 +227,7 @@ def run_wrk(
             process.kill()
             process.communicate()
             raise WrkError(
-                f"wrk did not finish within {duration_s + 60:.0f} s: check that the target still answers"
+                f"wrk did not finish within {duration_s + 60:.0f} s: check that the target still responds"
             ) from None
     for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
