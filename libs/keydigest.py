@@ -15,10 +15,21 @@ The layout is part of the cache contract (``GetKeyDigestResponse`` in
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from libs.cachekeys import KEY_VERSION
 
-__all__ = ["DIGEST_VERSION", "HASH_COUNT", "KeyDigest", "check_shape", "exact_item", "item_bits", "scope_item"]
+__all__ = [
+    "DIGEST_VERSION",
+    "HASH_COUNT",
+    "KeyDigest",
+    "check_shape",
+    "entry_items",
+    "exact_item",
+    "item_bits",
+    "scope_item",
+]
 
 DIGEST_VERSION = f"{KEY_VERSION}.bloom1"
 """Version of the key form and the item encoding. A client uses only a filter of its own version."""
@@ -40,6 +51,16 @@ def exact_item(key: str) -> bytes:
 def scope_item(tenant: str, model: str, context_hash: str) -> bytes:
     """Return the digest item of a semantic scope: tenant, model and context hash."""
     return b"scope\x00" + f"{tenant}\x00{model}\x00{context_hash}".encode()
+
+
+def entry_items(tenant: str, request: Mapping[str, Any], key: str, context_hash: str | None) -> tuple[bytes, ...]:
+    """Return the items of one cache entry: its exact ``key`` and, with a ``context_hash``, its scope.
+
+    The router and the cache service both call this, so that they agree on every item.
+    """
+    if context_hash is None:
+        return (exact_item(key),)
+    return exact_item(key), scope_item(tenant, str(request.get("model", "")), context_hash)
 
 
 def item_bits(item: bytes, bit_count: int, hash_count: int) -> list[int]:

@@ -18,7 +18,7 @@ from aigateway.cache.v1 import cache_service_pb2_grpc as pb_grpc
 
 from libs.cachekeys import exact_key, semantic_scope
 from libs.errors import GatewayError, InvalidRequestError
-from libs.keydigest import DIGEST_VERSION, exact_item, scope_item
+from libs.keydigest import DIGEST_VERSION, entry_items
 from services.cache import metrics
 from services.cache.digest import DigestKeeper
 from services.cache.embeddings import Embedder
@@ -228,16 +228,14 @@ class CacheServicer(pb_grpc.CacheServiceServicer):
             if self.semantic is None or self.embeddings is None:
                 allow_semantic = False
             scope = semantic_scope(chat_request) if allow_semantic else None
-            model = str(chat_request.get("model", ""))
             if self.digest is not None:
                 # Into the digest before the entry exists, so no reader sees one without the other.
-                items = [exact_item(key)]
-                if scope is not None:
-                    items.append(scope_item(request.tenant, model, scope.context_hash))
-                await self.digest.add(items)
+                context_hash = scope.context_hash if scope is not None else None
+                await self.digest.add(entry_items(request.tenant, chat_request, key, context_hash))
             await self.exact.set(key, request.response_json)
             if scope is None or self.semantic is None or self.embeddings is None:
                 return pb.StoreResponse(semantic_stored=False)
+            model = str(chat_request.get("model", ""))
             # Marked before the embedding and insert: a lookup that arrives meanwhile then
             # embeds and searches, so the row can land in time, rather than probing an
             # empty scope.

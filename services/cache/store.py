@@ -203,10 +203,14 @@ class _RedisBackend:
     _DELETE_BATCH = 500
 
     def __init__(self, client: redis_asyncio.Redis, *, ttl_s: int, prefix: str) -> None:
-        self.client = client
         self._client = client
         self._ttl_s = ttl_s
         self._prefix = prefix
+
+    @property
+    def client(self) -> redis_asyncio.Redis:
+        """The Redis client of the entries."""
+        return self._client
 
     def _entry_key(self, key: str) -> str:
         return f"{self._prefix}e:{key}"

@@ -28,7 +28,7 @@ from aigateway.type.v1 import principal_pb2
 from libs.cachekeys import exact_key, semantic_scope
 from libs.errors import from_rpc_error
 from libs.grpcserver import insecure_channel
-from libs.keydigest import DIGEST_VERSION, KeyDigest, exact_item, scope_item
+from libs.keydigest import DIGEST_VERSION, KeyDigest, entry_items
 from libs.logs import request_id_var
 from libs.principal import Principal
 from services.router.spool import SettlementSpool
@@ -234,13 +234,11 @@ class CacheClient:
         if self.digest_refresh_s <= 0:
             return ()
         try:
-            items = [exact_item(exact_key(tenant, request))]
+            key = exact_key(tenant, request)
             scope = semantic_scope(request) if allow_semantic else None
         except (TypeError, ValueError):
             return ()
-        if scope is not None:
-            items.append(scope_item(tenant, str(request.get("model", "")), scope.context_hash))
-        return tuple(items)
+        return entry_items(tenant, request, key, scope.context_hash if scope is not None else None)
 
     def must_miss(self, items: tuple[bytes, ...]) -> bool:
         """Return whether a recent key digest lacks every item, so that a Lookup would miss."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.keydigest import KeyDigest, exact_item, item_bits, scope_item
+from libs.keydigest import KeyDigest, entry_items, exact_item, item_bits, scope_item
 
 
 def test_every_added_item_tests_positive() -> None:
@@ -88,3 +88,13 @@ def test_fill_ratio_counts_set_bits() -> None:
     digest.bits[0] = 0xFF
 
     assert digest.fill_ratio() == 8 / 1024
+
+
+def test_entry_items_exact_and_scope() -> None:
+    request = {"model": "gpt-4o-mini", "messages": []}
+
+    assert entry_items("acme", request, "acme:key", None) == (exact_item("acme:key"),)
+    assert entry_items("acme", request, "acme:key", "c" * 64) == (
+        exact_item("acme:key"),
+        scope_item("acme", "gpt-4o-mini", "c" * 64),
+    )
