@@ -1,4 +1,4 @@
-"""The benchmark's wrk runner: request limits end a run early, and results parse."""
+"""The benchmark's wrk runner: a request limit ends a run early, and the results are read back."""
 
 from __future__ import annotations
 
