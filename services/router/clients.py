@@ -145,9 +145,9 @@ class Batcher(Generic[T]):
     """Queue of items that one task sends in batches.
 
     The task waits ``linger_s`` after the first item of an idle queue, then sends whatever
-    queued meanwhile and while its previous call was in flight. A busy gateway sends many
-    items per call. A lightly loaded one still sends several, because a call per item
-    would cost both services more CPU than the request it follows.
+    queued meanwhile. It starts at most one call per ``linger_s`` unless a full batch is
+    waiting, so a busy gateway sends many items per call instead of a stream of small
+    calls, each of which costs both services about as much CPU as a large one.
     """
 
     def __init__(self, send: Callable[[list[T]], Awaitable[None]], batch_size: int, linger_s: float = 0.0) -> None:
@@ -165,9 +165,11 @@ class Batcher(Generic[T]):
             self._task = asyncio.get_running_loop().create_task(self._send_pending())
 
     async def _send_pending(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.linger_s > 0 and len(self.pending) < self.batch_size:
             await asyncio.sleep(self.linger_s)
         while self.pending:
+            started = loop.time()
             batch = self.pending[: self.batch_size]
             del self.pending[: self.batch_size]
             try:
@@ -175,6 +177,9 @@ class Batcher(Generic[T]):
             except Exception:
                 # ``send`` handles the failures it expects; anything else is a bug to see.
                 logger.exception("sending a batch failed", extra={"items": len(batch)})
+            rest = started + self.linger_s - loop.time()
+            if self.pending and len(self.pending) < self.batch_size and rest > 0:
+                await asyncio.sleep(rest)
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until the queued items are sent."""

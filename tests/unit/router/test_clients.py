@@ -96,6 +96,21 @@ async def test_settlements_arriving_within_the_linger_share_a_call() -> None:
     assert fake.batches == [[f"r{n}" for n in range(5)]]
 
 
+async def test_steady_settlements_send_at_most_one_call_per_linger() -> None:
+    fake = FakeMetering()
+    client = MeteringClient("127.0.0.1:9", linger_s=0.1)
+    client.stub = fake  # type: ignore[assignment]
+
+    for n in range(60):
+        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
+        await asyncio.sleep(0.005)
+    await client.close()
+
+    # 60 settlements over about 0.3 s: a call every 10 ms would make dozens.
+    assert len(fake.batches) <= 5
+    assert [request_id for batch in fake.batches for request_id in batch] == [f"r{n}" for n in range(60)]
+
+
 async def test_failed_batch_is_retried_from_the_outbox() -> None:
     fake = FakeMetering()
     fake.down = True
