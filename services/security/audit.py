@@ -316,6 +316,10 @@ class AuditLog:
                     },
                 )
                 self._failing_since = None
+            if self._buffer and len(self._buffer) < self._batch_size:
+                # Under load, events queue during every write. Waiting for the interval
+                # makes each COPY carry many of them instead of a few.
+                await self._sleep(self._flush_interval_s)
 
     async def _sleep(self, seconds: float, interruptible: bool = True) -> None:
         """Sleep up to ``seconds``. A full batch or :meth:`close` ends the sleep early."""

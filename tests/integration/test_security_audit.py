@@ -93,6 +93,26 @@ async def test_record_does_not_wait(audit: AuditLog, pg_database: str) -> None:
     assert audit.written == 2000
 
 
+async def test_steady_events_share_few_writes(pg_database: str) -> None:
+    log = await AuditLog.open(pg_database, flush_interval_s=0.1)
+    writes: list[int] = []
+    write = log._write
+
+    async def counted(batch: list[AuditEvent]) -> None:
+        writes.append(len(batch))
+        await write(batch)
+
+    log._write = counted  # type: ignore[method-assign]
+    for number in range(60):
+        log.record(event(number))
+        await asyncio.sleep(0.005)
+    await log.close()
+
+    # 60 events over about 0.3 s: a COPY per write's worth of new events would make dozens.
+    assert sum(writes) == 60
+    assert len(writes) <= 5
+
+
 async def test_close_flushes_buffer(pg_database: str) -> None:
     log = await AuditLog.open(pg_database, flush_interval_s=60)
     for number in range(25):
