@@ -146,8 +146,8 @@ class Batcher(Generic[T]):
 
     The task waits ``linger_s`` after the first item of an idle queue, then sends whatever
     queued meanwhile. It starts at most one call per ``linger_s`` unless a full batch is
-    waiting, so a busy gateway sends many items per call instead of a stream of small
-    calls, each of which costs both services about as much CPU as a large one.
+    waiting. A busy gateway thus sends many items per call rather than a stream of small
+    calls, and a small call costs both services about as much CPU as a large one.
     """
 
     def __init__(self, send: Callable[[list[T]], Awaitable[None]], batch_size: int, linger_s: float = 0.0) -> None:
