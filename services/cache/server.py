@@ -25,7 +25,7 @@ async def build(config: CacheConfig) -> ServiceSpec:
     embeddings = None
     if config.database_url:
         semantic = await SemanticStore.open(config.database_url, ttl_s=config.ttl_s)
-        embeddings = EmbeddingCache(Embedder.load(threads=config.embedding_threads))
+        embeddings = EmbeddingCache(Embedder.load(threads=config.embedding_threads, runtime=config.embedding_runtime))
     else:
         logger.warning(
             "the semantic cache is off because CACHE_DATABASE_URL is not set;"

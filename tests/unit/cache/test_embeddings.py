@@ -1,4 +1,4 @@
-"""The NumPy all-MiniLM-L6-v2 embedder: shape, normalisation, reference values, speed.
+"""The all-MiniLM-L6-v2 embedder: shape, normalisation, reference values, both runtimes.
 
 Reference check, done once: sentence-transformers 6.3.0 on torch 2.13.0 (CPU) in a
 separate virtual environment encoded ten texts (empty, one letter, German, Japanese,
@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from libs.config import ConfigError, Env
+from services.cache.config import CacheConfig
 from services.cache.embeddings import MAX_TOKENS, Embedder, EmbeddingModelError, default_model_dir
 
 
@@ -94,3 +96,23 @@ def test_load_names_missing_directory(tmp_path: Path) -> None:
 
 def test_default_model_dir_has_weights() -> None:
     assert (default_model_dir() / "model.safetensors").is_file()
+
+
+def test_runtimes_give_the_same_vectors(embedder: Embedder) -> None:
+    numpy_embedder = Embedder.load(threads=1, runtime="numpy")
+    texts = [
+        "How do I reset my password?",
+        "",
+        "Wie spät ist es in Tokio?",
+        # Longer than the others, so the batch pads them and masks the padding.
+        "A customer wrote in about a refund for an order that arrived late and damaged.",
+    ]
+
+    assert embedder.runtime == "onnxruntime"
+    np.testing.assert_allclose(embedder.embed(texts), numpy_embedder.embed(texts), atol=1e-6)
+
+
+def test_unknown_runtime_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="CACHE_EMBEDDING_RUNTIME='torch' is not a runtime: use onnxruntime or numpy"):
+        CacheConfig.from_env(Env("CACHE", {"CACHE_EMBEDDING_RUNTIME": "torch"}))
+    assert CacheConfig.from_env(Env("CACHE", {})).embedding_runtime == "onnxruntime"
