@@ -426,14 +426,18 @@ class MeteringClient:
         A key without a budget is admitted here without a call while the metering service
         reported, within LIMITS_TTL_S, that it sets no rate limit: Admit could not refuse it.
         """
-        if not message.principal.HasField("budget_usd") and await self._unlimited():
+        if not self.admission_needed(message.principal.HasField("budget_usd")):
             return
         try:
             await self.stub.Admit(message, timeout=self.timeout_s, metadata=_request_metadata())
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, "metering") from None
 
-    async def _unlimited(self) -> bool:
+    def admission_needed(self, has_budget: bool) -> bool:
+        """Return whether Admit could refuse a request of a key with or without a budget."""
+        return has_budget or not self._unlimited()
+
+    def _unlimited(self) -> bool:
         """Return whether the metering service sets no rate limit, as last reported."""
         now = time.monotonic()
         if now >= self._limits_checked_at + LIMITS_TTL_S and (self._limits_task is None or self._limits_task.done()):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +112,20 @@ class Prepared:
     """The request's items in the cache's key digest, set there when the response is stored."""
 
 
-async def _clean_screening() -> Screening:
-    return Screening(texts=None, placeholders={})
+_CLEAN_SCREENING = Screening(texts=None, placeholders={})
+"""The screening of a prompt that the security service found clean at the edge."""
+
+
+async def _gather(calls: list[Awaitable[Any]]) -> list[Any]:
+    """Await ``calls`` concurrently and return their results, an exception in place of a result."""
+    if not calls:
+        return []
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:
+            return [exc]
+    return list(await asyncio.gather(*calls, return_exceptions=True))
 
 
 def cost_usd(price: Price, usage: dict[str, Any] | None) -> float:
@@ -260,7 +272,9 @@ class Pipeline:
         roles = [str(request["messages"][index].get("role")) for (index, _, _), _ in located]
         request_json = orjson.dumps(request)
 
-        admit = self._admit_message(context, request, group, texts)
+        admit = None
+        if self.metering.admission_needed(context.principal.budget_usd is not None):
+            admit = self.metering.admit(self._admit_message(context, request, group, texts))
         lookups = []
         digest_items: tuple[bytes, ...] = ()
         if self.cache is not None and (request.get("n") or 1) == 1:
@@ -270,27 +284,27 @@ class Pipeline:
             else:
                 lookups.append(self.cache.lookup(context.principal.tenant, request_json, self.semantic_cache))
         pairs = list(zip(roles, texts, strict=True))
+        screen = None
         if edge_screening and edge_screening == screened_digest(group.name, group.attributes, pairs):
             metrics.SCREENINGS.labels("edge").inc()
-            screen = _clean_screening()
         else:
             metrics.SCREENINGS.labels("router").inc()
             screen = self.security.screen(
                 context.request_id, context.principal, group.name, dict(group.attributes), pairs
             )
-        results = await asyncio.gather(
-            screen,
-            self.metering.admit(admit),
-            *lookups,
-            return_exceptions=True,
-        )
-        screening, admission = results[0], results[1]
+        # Most requests have nothing to wait for here (screened at the edge, admission not
+        # needed, a Lookup that must miss), and then no task is started.
+        calls = [call for call in (screen, admit) if call is not None] + lookups
+        results = iter(await _gather(calls))
+        screening = next(results) if screen is not None else _CLEAN_SCREENING
+        admission = next(results) if admit is not None else None
         for result in (screening, admission):
             if isinstance(result, BaseException):
                 if not isinstance(admission, BaseException):
                     self.settle(context, group.name, None, None, None, "rejected", stream=False)
                 raise result
-        cached = results[2] if len(results) > 2 and not isinstance(results[2], BaseException) else None
+        looked_up = next(results, None)
+        cached = None if isinstance(looked_up, BaseException) else looked_up
 
         assert not isinstance(screening, BaseException)
         provider_request = routed_request

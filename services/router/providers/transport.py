@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -36,6 +37,16 @@ _DRAIN_TIMEOUT_S = 0.2
 _MAX_ERROR_BODY_BYTES = 64 * 1024
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(url: str) -> URL:
+    return URL(url)
+
+
+def _parsed(url: str | URL) -> URL:
+    """Return ``url`` as a URL, parsed once per text: a deployment calls the same few URLs."""
+    return _parsed_url(url) if isinstance(url, str) else url
+
+
 def api_key(deployment: Deployment) -> str | None:
     """Read the deployment's key from the environment at call time.
 
@@ -67,7 +78,7 @@ async def post_json(
     session = await get_session()
     try:
         async with asyncio.timeout(deployment.timeout_s):
-            async with session.post(url, data=payload, headers=headers) as response:
+            async with session.post(_parsed(url), data=payload, headers=headers) as response:
                 status = response.status
                 body = await response.read()
                 response_headers = response.headers
@@ -170,7 +181,7 @@ class ByteStream:
         first_deadline = loop.time() + deployment.timeout_s
         try:
             async with asyncio.timeout_at(first_deadline):
-                response = await session.post(url, data=payload, headers=headers)
+                response = await session.post(_parsed(url), data=payload, headers=headers)
         except TimeoutError:
             raise _timeout(deployment, "no response") from None
         except aiohttp.ClientError as error:
