@@ -272,9 +272,9 @@ class Pipeline:
         roles = [str(request["messages"][index].get("role")) for (index, _, _), _ in located]
         request_json = orjson.dumps(request)
 
-        admit = None
+        admit_message = None
         if self.metering.admission_needed(context.principal.budget_usd is not None):
-            admit = self.metering.admit(self._admit_message(context, request, group, texts))
+            admit_message = self._admit_message(context, request, group, texts)
         lookups = []
         digest_items: tuple[bytes, ...] = ()
         if self.cache is not None and (request.get("n") or 1) == 1:
@@ -294,6 +294,7 @@ class Pipeline:
             )
         # Most requests have nothing to wait for here (screened at the edge, admission not
         # needed, a Lookup that must miss), and then no task is started.
+        admit = self.metering.admit(admit_message) if admit_message is not None else None
         calls = [call for call in (screen, admit) if call is not None] + lookups
         results = iter(await _gather(calls))
         screening = next(results) if screen is not None else _CLEAN_SCREENING
