@@ -57,10 +57,16 @@ class FakeMetering:
         return metering_pb.GetLimitsResponse(requests_per_minute=self.requests_per_minute)
 
 
-def _metering(fake: FakeMetering) -> MeteringClient:
-    client = MeteringClient("127.0.0.1:9")
+def _metering(fake: FakeMetering, linger_s: float = 0.0) -> MeteringClient:
+    client = MeteringClient("127.0.0.1:9", linger_s=linger_s)
     client.stub = fake  # type: ignore[assignment]
     return client
+
+
+async def _settle_steadily(client: MeteringClient, count: int, gap_s: float) -> None:
+    for n in range(count):
+        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
+        await asyncio.sleep(gap_s)
 
 
 def _admit(budget_usd: float | None = None) -> metering_pb.AdmitRequest:
@@ -84,12 +90,9 @@ async def test_queued_settlements_share_a_call() -> None:
 
 async def test_settlements_arriving_within_the_linger_share_a_call() -> None:
     fake = FakeMetering()
-    client = MeteringClient("127.0.0.1:9", linger_s=0.2)
-    client.stub = fake  # type: ignore[assignment]
+    client = _metering(fake, linger_s=0.2)
 
-    for n in range(5):
-        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
-        await asyncio.sleep(0.01)
+    await _settle_steadily(client, 5, 0.01)
     assert fake.batches == []
     await client.close()
 
@@ -98,12 +101,9 @@ async def test_settlements_arriving_within_the_linger_share_a_call() -> None:
 
 async def test_steady_settlements_send_at_most_one_call_per_linger() -> None:
     fake = FakeMetering()
-    client = MeteringClient("127.0.0.1:9", linger_s=0.1)
-    client.stub = fake  # type: ignore[assignment]
+    client = _metering(fake, linger_s=0.1)
 
-    for n in range(60):
-        client.settle(metering_pb.SettleRequest(request_id=f"r{n}"))
-        await asyncio.sleep(0.005)
+    await _settle_steadily(client, 60, 0.005)
     await client.close()
 
     # 60 settlements over about 0.3 s: a call every 10 ms would make dozens.
