@@ -228,6 +228,7 @@ class Child:
         self.ready = ready
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
     @property
     def pid(self) -> int | None:
@@ -237,6 +238,8 @@ class Child:
     def start(self) -> None:
         """Start the process with its output appended to its log file."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Each run appends to the same file; tail() shows only what this run wrote.
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log_file:
             # A session of its own: Ctrl-C in the terminal reaches only the launcher,
             # which then stops the children one by one in reverse order.
@@ -261,7 +264,7 @@ class Child:
             code = self.process.poll()
             if code is not None:
                 raise StackError(
-                    f"{self.name} exited with code {code} before it was ready. "
+                    f"{self.name} exited with code {code} before it was ready.\n"
                     f"Last lines of {self.log_path}:\n{self.tail()}"
                 )
             if self.ready():
@@ -269,7 +272,7 @@ class Child:
             if time.monotonic() > deadline:
                 raise StackError(
                     f"{self.name} (pid {self.process.pid}) was not ready within "
-                    f"{self.ready_timeout_s:g} s. Last lines of {self.log_path}:\n{self.tail()}"
+                    f"{self.ready_timeout_s:g} s.\nLast lines of {self.log_path}:\n{self.tail()}"
                 )
             time.sleep(0.1)
 
@@ -290,12 +293,14 @@ class Child:
             process.wait()
 
     def tail(self, lines: int = 30) -> str:
-        """Return the last ``lines`` lines of the log file."""
+        """Return the last ``lines`` lines that this run wrote to the log file."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(self._log_start)
+                text = log_file.read().decode(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(text.splitlines()[-lines:]) or "(nothing logged)"
 
 
 def find_executable(name: str, candidates: Iterable[Path] = ()) -> str | None:
@@ -436,7 +441,10 @@ class Stack:
             self._start_group([self._router()])
             self._start_group([self._envoy()])
             self.api_key = self._demo_key()
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, StackError):
+                # The reason first, so that it does not follow the lines of the stop.
+                _progress(f"start failed: {str(error).splitlines()[0]}")
             self.stop()
             raise
 

@@ -211,6 +211,19 @@ def test_child_stop_sends_sigterm(tmp_path: Path) -> None:
     assert child.pid is None
 
 
+def test_child_tail_shows_only_this_run(tmp_path: Path) -> None:
+    log_path = tmp_path / "probe.log"
+    log_path.write_text("line of an earlier run\n")
+    child = Child("probe", [sys.executable, "-c", "print('this run', flush=True)"], {}, log_path, lambda: True)
+
+    child.start()
+    assert child.process is not None
+    child.process.wait(timeout=10)
+
+    assert child.tail() == "this run"
+    assert "earlier run" in log_path.read_text()
+
+
 def test_demo_key_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = _stack(tmp_path)
     stack.data_dir.mkdir(parents=True)
