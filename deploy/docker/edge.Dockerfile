@@ -38,4 +38,4 @@ COPY --from=config /etc/envoy/ /etc/envoy/
 USER 10001:10001
 EXPOSE 8080 9901
 # Drain time matches the preStop hook of deploy/k8s/base/edge.yaml.
-CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "warn", "--drain-time-s", "20", "--disable-hot-restart"]
+CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--log-level", "warn", "--drain-time-s", "20", "--disable-hot-restart", "--file-flush-interval-msec", "1000"]
