@@ -8,7 +8,7 @@ from libs.config import ConfigError, Env
 from libs.keydigest import HASH_COUNT, check_shape
 
 RUNTIMES = ("onnxruntime", "numpy")
-"""Where the embedding model's encoder layers can run (``CACHE_EMBEDDING_RUNTIME``)."""
+"""Runtimes that can run the embedding model's encoder layers (``CACHE_EMBEDDING_RUNTIME``)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class CacheConfig:
     embed one prompt at a time, and on a busy host a second thread waiting for a core made
     the 99th percentile of one embedding 20 times slower."""
     embedding_runtime: str
-    """Where the embedding model's encoder runs (``CACHE_EMBEDDING_RUNTIME``):
+    """Runtime of the embedding model's encoder (``CACHE_EMBEDDING_RUNTIME``):
     ``onnxruntime`` (default, about three times faster for one prompt) or ``numpy``, for
     platforms without an ONNX Runtime wheel. Both give the same vectors to about 1e-7."""
     drain_s: float

@@ -144,7 +144,7 @@ class Embedder:
         self._onnx: OnnxEncoder | None = None
         if runtime == "onnxruntime":
             self._onnx = OnnxEncoder(self._layers, self._heads, float(self._eps), threads)
-            # The session holds its own copy of the layer weights.
+            # The session keeps its own copy of the layer weights.
             self._layers = []
 
     @classmethod
@@ -289,8 +289,8 @@ def _return_freed_memory() -> None:
     """Give the heap memory freed while loading the model back to the system.
 
     The weights as loaded, their transposed copies and, with ONNX Runtime, the model proto
-    are freed by now, but glibc keeps most of that memory in the process: RSS 274 MB
-    before this call and 217 MB after, with ONNX Runtime.
+    are freed by now. glibc keeps most of that memory in the process, though: with ONNX
+    Runtime, RSS was 274 MB before this call and 217 MB after.
     """
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -99,7 +99,7 @@ async def test_settlements_arriving_within_the_linger_share_a_call() -> None:
     assert fake.batches == [[f"r{n}" for n in range(5)]]
 
 
-async def test_steady_settlements_send_at_most_one_call_per_linger() -> None:
+async def test_steady_settlements_one_call_per_linger() -> None:
     fake = FakeMetering()
     client = _metering(fake, linger_s=0.1)
 
