@@ -113,7 +113,7 @@ class Embedder:
         threads: int = 1,
     ) -> None:
         if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+            raise ValueError(f"invalid runtime {runtime!r}: use {' or '.join(RUNTIMES)}")
         self.runtime = runtime
         self.dimension = _int_setting(config, "hidden_size")
         self._heads = _int_setting(config, "num_attention_heads")

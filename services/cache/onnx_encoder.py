@@ -27,7 +27,7 @@ _IR_VERSION = 9
 
 
 class OnnxEncoder:
-    """Runs the encoder layers: hidden states (batch, length, hidden) in, same shape out."""
+    """Encoder layers in an ONNX Runtime session: hidden states (batch, length, hidden) in, same shape out."""
 
     def __init__(self, layers: Sequence[_Layer], heads: int, eps: float, threads: int) -> None:
         """Build the graph from ``layers`` and open a session with ``threads`` intra-op threads.

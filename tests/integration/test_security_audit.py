@@ -108,7 +108,7 @@ async def test_steady_events_share_few_writes(pg_database: str) -> None:
         await asyncio.sleep(0.005)
     await log.close()
 
-    # 60 events over about 0.3 s: a COPY per write's worth of new events would make dozens.
+    # 60 events over about 0.3 s: writing whatever queued during the last COPY would make dozens.
     assert sum(writes) == 60
     assert len(writes) <= 5
 
