@@ -31,23 +31,26 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # starting together apply the migrations one at a time.
 _MIGRATION_LOCK_ID = 0x6D65746572
 
-_COLUMNS = (
-    "request_id",
-    "tenant",
-    "key_id",
-    "model",
-    "deployment",
-    "provider",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "outcome",
-    "stream",
-    "start_time",
-    "latency_ms",
+# Each column of metering_usage that a record fills, with its PostgreSQL type for the
+# arrays of _INSERT_MANY_RETURNING.
+_COLUMN_TYPES = (
+    ("request_id", "text"),
+    ("tenant", "text"),
+    ("key_id", "text"),
+    ("model", "text"),
+    ("deployment", "text"),
+    ("provider", "text"),
+    ("prompt_tokens", "integer"),
+    ("completion_tokens", "integer"),
+    ("cached_tokens", "integer"),
+    ("reasoning_tokens", "integer"),
+    ("cost_usd", "numeric"),
+    ("outcome", "text"),
+    ("stream", "boolean"),
+    ("start_time", "timestamptz"),
+    ("latency_ms", "double precision"),
 )
+_COLUMNS = tuple(column for column, _ in _COLUMN_TYPES)
 _INSERT = sql.SQL(
     "INSERT INTO metering_usage ({columns}) VALUES ({values}) ON CONFLICT (request_id) DO NOTHING"
 ).format(
@@ -56,12 +59,6 @@ _INSERT = sql.SQL(
 )
 
 
-# PostgreSQL type of each column of _COLUMNS, for the arrays of _INSERT_MANY_RETURNING.
-_COLUMN_TYPES = (
-    "text", "text", "text", "text", "text", "text",
-    "integer", "integer", "integer", "integer",
-    "numeric", "text", "boolean", "timestamptz", "double precision",
-)
 # Column arrays keep the query text the same for every batch size, so psycopg reuses its
 # parsed query and PostgreSQL its prepared plan, unlike a VALUES list of one row per record.
 _INSERT_MANY_RETURNING = sql.SQL(
@@ -69,12 +66,13 @@ _INSERT_MANY_RETURNING = sql.SQL(
     " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 ).format(
     columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
-    arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for kind in _COLUMN_TYPES),
+    arrays=sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for _, kind in _COLUMN_TYPES),
 ).as_string()
 
 
 def _column_arrays(records: Sequence[UsageRecord]) -> list[list[Any]]:
     return [list(column) for column in zip(*(record.values() for record in records), strict=True)]
+
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
 """Errors after which a write may succeed later: connection failures, pool timeouts,
