@@ -219,10 +219,11 @@ def run_wrk(
             stderr=subprocess.PIPE,
             text=True,
         )
+        deadline = time.monotonic() + duration_s + 60
         try:
             if limit > 0:
-                _stop_when_done(process, done, threads, duration_s + 60)
-            stdout, stderr = process.communicate(timeout=duration_s + 60)
+                _stop_when_done(process, done, threads, deadline)
+            stdout, stderr = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
@@ -235,9 +236,8 @@ def run_wrk(
     raise WrkError(f"wrk exited with code {process.returncode} and no result: {stderr.strip()[-500:]}")
 
 
-def _stop_when_done(process: subprocess.Popen[str], done: Path, threads: int, timeout_s: float) -> None:
-    """Send wrk SIGINT once ``threads`` lines are in ``done``; wrk then reports at once."""
-    deadline = time.monotonic() + timeout_s
+def _stop_when_done(process: subprocess.Popen[str], done: Path, threads: int, deadline: float) -> None:
+    """Send wrk SIGINT once ``threads`` lines are in ``done``, before ``deadline``. wrk then reports at once."""
     while process.poll() is None and time.monotonic() < deadline:
         try:
             finished = done.read_text().count("\n")
