@@ -668,7 +668,7 @@ class Stack:
     def _cache(self) -> Child:
         settings = self._redis("CACHE")
         # A router that never uses the semantic cache leaves its database and embedding
-        # model (about 110 MiB) unused, so the cache service starts without them.
+        # model (about 180 MiB) unused, so the cache service starts without them.
         try:
             semantic = Env("ROUTER", self.environ).bool("SEMANTIC_CACHE", True)
         except ConfigError:
