@@ -238,7 +238,7 @@ class Child:
     def start(self) -> None:
         """Start the process with its output appended to its log file."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Each run appends to the same file; tail() shows only what this run wrote.
+        # Each run appends to the same file, so tail() starts where this run began.
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log_file:
             # A session of its own: Ctrl-C in the terminal reaches only the launcher,

@@ -81,5 +81,5 @@ def _digest_bits(env: Env) -> int:
 def _embedding_runtime(env: Env) -> str:
     runtime = env.str("EMBEDDING_RUNTIME", "onnxruntime")
     if runtime not in RUNTIMES:
-        raise ConfigError(f"{env.name('EMBEDDING_RUNTIME')}={runtime!r} is not a runtime: use {' or '.join(RUNTIMES)}")
+        raise ConfigError(f"{env.name('EMBEDDING_RUNTIME')}={runtime!r} is invalid: use {' or '.join(RUNTIMES)}")
     return runtime

@@ -50,7 +50,7 @@ class OnnxEncoder:
     def run(self, hidden: np.ndarray, key_bias: np.ndarray) -> np.ndarray:
         """Return the last layer's hidden states.
 
-        ``hidden`` is float32 (batch, length, hidden) after the embedding layer norm;
+        ``hidden`` is float32 (batch, length, hidden) after the embedding layer norm, and
         ``key_bias`` is float32 (batch, 1, 1, length): 0 for real tokens, -1e9 for padding.
         """
         (output,) = self._session.run(None, {"hidden": hidden, "key_bias": key_bias})
@@ -99,7 +99,7 @@ def _build_model(layers: Sequence[_Layer], heads: int, eps: float) -> bytes:
 
         query_w, key_w, value_w = np.split(layer.qkv_w, 3, axis=1)
         query_b, key_b, value_b = np.split(layer.qkv_b, 3)
-        # (batch, length, hidden) -> (batch, heads, length, head_size); keys transposed for Q @ K^T.
+        # (batch, length, hidden) -> (batch, heads, length, head_size), keys transposed for Q @ K^T.
         query = per_head(dense(state, query_w, query_b, "query"), [0, 2, 1, 3])
         key = per_head(dense(state, key_w, key_b, "key"), [0, 2, 3, 1])
         value = per_head(dense(state, value_w, value_b, "value"), [0, 2, 1, 3])

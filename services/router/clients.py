@@ -434,7 +434,7 @@ class MeteringClient:
             raise from_rpc_error(exc, "metering") from None
 
     def admission_needed(self, has_budget: bool) -> bool:
-        """Return whether Admit could refuse a request of a key with or without a budget."""
+        """Return whether Admit could reject a request, given whether its key has a budget."""
         return has_budget or not self._unlimited()
 
     def _unlimited(self) -> bool:

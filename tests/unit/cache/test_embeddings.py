@@ -113,6 +113,6 @@ def test_runtimes_give_the_same_vectors(embedder: Embedder) -> None:
 
 
 def test_unknown_runtime_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="CACHE_EMBEDDING_RUNTIME='torch' is not a runtime: use onnxruntime or numpy"):
+    with pytest.raises(ConfigError, match="CACHE_EMBEDDING_RUNTIME='torch' is invalid: use onnxruntime or numpy"):
         CacheConfig.from_env(Env("CACHE", {"CACHE_EMBEDDING_RUNTIME": "torch"}))
     assert CacheConfig.from_env(Env("CACHE", {})).embedding_runtime == "onnxruntime"
