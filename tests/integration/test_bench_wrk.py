@@ -10,9 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tools.bench.wrk import FIXED, Workload, render_script, run_wrk
+from tools.bench import wrk
+from tools.bench.wrk import FIXED, Workload, WrkError, ensure_wrk, render_script, run_wrk
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
 ANSWER = b'{"choices": []}'
 
@@ -45,6 +46,7 @@ def url() -> Iterator[str]:
         server.server_close()
 
 
+@needs_wrk
 def test_limit_ends_run_early(url: str) -> None:
     workload = Workload(url, {}, "demo-model", FIXED, "Say hello.")
     started = time.monotonic()
@@ -56,6 +58,7 @@ def test_limit_ends_run_early(url: str) -> None:
     assert result["cache"] == {"miss": result["requests"], "exact": 0, "semantic": 0, "other": 0}
 
 
+@needs_wrk
 def test_run_without_limit_lasts_its_duration(url: str) -> None:
     workload = Workload(url, {}, "demo-model", FIXED, "Say hello.")
     started = time.monotonic()
@@ -73,3 +76,15 @@ def test_script_names_marker_file() -> None:
 
     assert '["limit"] = 10' in script
     assert '["done_path"] = "/tmp/aigw-wrk-test/done"' in script
+
+
+def test_missing_wrk_without_root_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
+    monkeypatch.setattr(wrk.os, "geteuid", lambda: 1000)
+    with pytest.raises(WrkError, match=r"apt-get install wrk"):
+        ensure_wrk()
+
+
+def test_present_wrk_is_used_as_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: f"/opt/bin/{name}")
+    assert ensure_wrk() == "/opt/bin/wrk"

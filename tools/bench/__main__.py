@@ -16,7 +16,7 @@ import time
 from tools.bench.report import write_markdown
 from tools.bench.run import Settings, run
 from tools.bench.targets import BENCH_DIR, ROOT, TargetError
-from tools.bench.wrk import WrkError
+from tools.bench.wrk import WrkError, ensure_wrk
 
 FULL_RUN_SECONDS = 20.0
 DOCS = ROOT / "docs"
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_dir = BENCH_DIR / "runs" / time.strftime("%Y%m%d-%H%M%S")
     try:
+        ensure_wrk()  # before any peer is installed or started
         results = run(settings, run_dir)
     except (TargetError, WrkError) as error:
         print(f"bench: {error}", file=sys.stderr)

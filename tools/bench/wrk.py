@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,31 @@ class WrkError(RuntimeError):
     """wrk is missing, failed, or printed no result line."""
 
 
+def ensure_wrk() -> str:
+    """Return the path of wrk, installing Debian's package first when it is missing.
+
+    The harness installs its peers itself, so it installs its load generator too. That
+    takes root and apt-get; without them the error says what to install.
+    """
+    binary = shutil.which("wrk")
+    if binary is not None:
+        return binary
+    apt_get = shutil.which("apt-get")
+    if apt_get is None or os.geteuid() != 0:
+        raise WrkError("wrk not found on PATH: install the Debian package as root (apt-get install wrk)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt_get, "install", "-y", "-qq", "wrk"]
+    print("bench: installing wrk with apt-get", flush=True)
+    # A machine whose package lists are stale or empty needs an update first.
+    if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
+        subprocess.run([apt_get, "update", "-qq"], env=env, stdin=subprocess.DEVNULL, check=False)
+        subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False)
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise WrkError("apt-get could not install wrk: install the Debian package (apt-get install wrk)")
+    return binary
+
+
 @dataclass(frozen=True)
 class Workload:
     """Requests of one wrk run."""
@@ -194,9 +220,7 @@ def run_wrk(
     after that many responses, and the run ends as soon as every thread has stopped, so
     ``duration_s`` is then only its upper bound.
     """
-    binary = shutil.which("wrk")
-    if binary is None:
-        raise WrkError("wrk not found on PATH: install the Debian package (apt-get install wrk)")
+    binary = ensure_wrk()
     base = workload.url.split("/", 3)
     origin = f"{base[0]}//{base[2]}"
     with tempfile.TemporaryDirectory(prefix="aigw-wrk-") as folder:
