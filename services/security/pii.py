@@ -747,17 +747,21 @@ _PERSON_CUE_SOURCE = (
     r"|vorname|nachname|nom|prénom|nombre|apellidos?|nome|cognome|titular|account[ _]holder"
     r"|card[ _]?holder|holder|beneficiary(?:[ _]name)?|beneficiario|payee|patient|student|policyholder"
     r"|author|from|attendees|participants|employee|applicant|guest|ship[ _]to|attn|customer|parent[ _]contact"
-    r"|contact|cliente|client|kunde|klant|lieferadresse|sipariş sahibi)[\"']?\s*[:=]\s*[\"']?"
+    r"|contact|cliente|client|kunde|klant|lieferadresse|sipariş sahibi"
+    # Payees, recipients and senders are left out: they are companies as often as people.
+    r"|naam|voornaam|achternaam|contacto|contatto|kontoinhaber(?:in)?|ansprechpartner(?:in)?"
+    r"|intestatario|imię i nazwisko|ad soyad)[\"']?\s*[:=]\s*[\"']?"
     # Greetings.
     r"|(?:hi|hey|hello|dear|hallo|hola|olá|oi|bonjour|ciao|estimad[oa]|querid[oa]|car[oa]"
-    r"|liebe[rs]?|sehr geehrte[rs]?)\b,?[ \t]+"
+    r"|liebe[rs]?|sehr geehrte[rs]?|merhaba|sayın|hej|hoi|geachte|buongiorno|gentile"
+    r"|bom dia|buenos días|dzień dobry|szanown[ay])\b,?[ \t]+"
     # Sign-offs, with their comma.
     r"|(?:thanks|thank you|cheers|best|regards|best regards|kind regards|sincerely|pozdrawiam"
     r"|saludos|cordialement|atenciosamente|grüße|viele grüße|un saluto)[,!][ \t]*\n?[ \t]*"
     # Self-introductions and the names on payments and letters.
     r"|(?:my name is|je m'appelle|me llamo|mi chiamo|ich heiße|mein name ist|hier ist"
     r"|sou o|sou a|soy|name on the card is|op naam van|intestato a|à l'attention de|konto von"
-    r"|a nombre de|em nome de)[ \t]+"
+    r"|a nombre de|em nome de|gave (?:his|her|their) name as)[ \t]+"
     r")|меня зовут\s+"
 )
 # Role words and titles right before a name, without a colon: "employee Greta
@@ -773,7 +777,10 @@ _PERSON_CUE_LOWER = re.compile(_PERSON_CUE_SOURCE)
 _PERSON_CUE = re.compile(_PERSON_CUE_SOURCE, re.IGNORECASE)
 _ROLE_CUE_LOWER = re.compile(_ROLE_CUE_SOURCE)
 _ROLE_CUE = re.compile(_ROLE_CUE_SOURCE, re.IGNORECASE)
-_TITLE_CUE = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Sra|Srta|Herr|Frau|Mme|Mlle|Pan|Pani)\.?[ \t]+(?=[^\W\d_])")
+_TITLE_CUE = re.compile(
+    r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Sra|Srta|Herr|Frau|Mme|Mlle|Pan|Pani|Sig\.ra|Sig\.na|Sig|Dott\.ssa|Dott"
+    r"|Mevr|Dhr)\.?[ \t]+(?=[^\W\d_])"
+)
 # Columns of a CSV header or an SQL column list whose values are person names.
 _NAME_FIELD_WORDS = (
     r"(?:name|full_?name|customer(?:_?name)?|guest|payee|holder|card_?holder|employee(?:_?name)?"

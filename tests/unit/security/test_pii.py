@@ -33,6 +33,12 @@ def found(redactor: PiiRedactor, text: str) -> list[tuple[str, str]]:
 
 
 POSITIVES = [
+    ("Naam: Joris van Leeuwen\nWoonplaats: Utrecht", PERSON, "Joris van Leeuwen"),
+    ("Kontoinhaberin: Helga Brandauer\nBetrag: 40 EUR", PERSON, "Helga Brandauer"),
+    ("Merhaba Deniz Aksoy, siparişiniz yolda.", PERSON, "Deniz Aksoy"),
+    ("Gentile Sig.ra Fontana, la pratica è chiusa.", PERSON, "Fontana"),
+    ("The caller gave her name as Odile Marchetti and asked for a refund.", PERSON,
+     "Odile Marchetti"),
     # E-mail
     ("Send the contract to yusuf.okoro@brambleworks.example today.", EMAIL,
      "yusuf.okoro@brambleworks.example"),
@@ -88,6 +94,8 @@ def test_detects_entity(redactor: PiiRedactor, text: str, entity_type: str, valu
 
 
 LOOK_ALIKES = [
+    "Bitte bis Freitag überweisen (Empfänger: Brandt & Söhne KG).",
+    "Recipient: Platform Team, sender: Billing Service.",
     "Meeting at 10:30 in room 4.12, budget 12,500.00 EUR.",
     "Version 2.4.1.7 of the agent fixes the leak.",
     "Upgrade node to 18.17.1.0 and python to 3.12.1.",
