@@ -128,9 +128,11 @@ def _rule(
 
 # What an operator gives the assistant: instructions, rules, configuration, limits.
 _OBJECT = (
-    r"(?:instructions?|rules?|guidelines?|directives?|polic(?:y|ies)|configuration|config|setup|"
+    r"(?:instructions?|rules?|rulez|guidelines?|guidance|directives?|polic(?:y|ies)|configuration|"
+    r"config|setup|"
     r"system\s+(?:prompt|message)|prompt|programming|restrictions?|filters?|filtering|guardrails?|"
-    r"constraints?|safeguards?|safety\s+(?:checks?|rules?|measures?|settings?)|moderation|"
+    r"constraints?|safeguards?|safety\s+(?:checks?|rules?|measures?|settings?|layers?|filters?|"
+    r"features?|systems?)|moderation|"
     r"principles|protocols?|criteria|orders|commands|limitations|limits|boundaries|ethics|"
     r"tasks?|role|purpose|mission)"
 )
@@ -164,7 +166,7 @@ _AI_SUFFIX = (
     r"(?:\s+(?:that|which)?\s*(?:you\s*(?:'ve|were|have\s+been|had\s+been|got|received|are\s+"
     r"running\s+with|'re\s+running\s+with)|(?:your|the)\s+(?:developers?|operators?|creators?|"
     r"makers?|admins?|owners?|company)\s+(?:gave|set|wrote|provided|configured|put|imposed|"
-    r"defined|added|specified|installed|built\s+in))|"
+    r"defined|added|specified|installed|loaded|trained|built\s+in))|"
     r"\s+(?:from|by|of)\s+(?:your|the)\s+(?:operator|developer|system|creator|admin|owner|"
     r"company|deployer)s?\b)"
 )
@@ -172,7 +174,7 @@ _OVERRIDE_VERB = (
     r"(?:ignor(?:e|es|ed|ing)|disregard(?:s|ed|ing)?|forget(?:s|ting)?|forgot|"
     r"overrid(?:e|es|ing)|overrode|bypass(?:es|ed|ing)?|skip(?:s|ping)?|drop(?:s|ping)?|"
     r"abandon(?:s|ing)?|discard(?:s|ing)?|set\s+aside|put\s+aside|throw\s+out|"
-    r"stop\s+(?:following|obeying|applying|using|adhering\s+to)|"
+    r"(?:stop|quit|cease)\s+(?:following|obeying|applying|using|adhering\s+to)|"
     r"(?:do\s+not|don'?t|no\s+longer)\s+(?:follow|obey|apply|adhere\s+to)|"
     r"break(?:ing)?|violat(?:e|ing)|turn(?:ing)?\s+off|switch(?:ing)?\s+off|disabl(?:e|ing)|"
     r"deactivat(?:e|ing)|remov(?:e|ing)|lift(?:ing)?|suspend(?:ing)?|circumvent(?:ing)?|"
@@ -188,7 +190,9 @@ _SECRET_THING = (
     r"(?:system\s+prompt|system\s+message|hidden\s+prompt|initial\s+prompt|original\s+prompt|"
     r"pre-?prompt|meta-?prompt|prompt\s+file|hidden\s+instructions?|secret\s+instructions?|"
     r"internal\s+instructions?|initial\s+instructions?|setup\s+instructions?|"
-    r"hidden\s+(?:rules|directives|guidelines)|initial\s+configuration|starting\s+instructions)"
+    r"hidden\s+(?:rules|directives|guidelines)|initial\s+configuration|starting\s+instructions|"
+    r"(?:message|text|prompt|instructions?)\s+(?:that|which)\s+(?:configured|configures|set\s+up|"
+    r"initiali[sz]ed|programmed|instructed)\s+you)"
 )
 _AI_NAME = (
     r"(?:ai|a\.i\.|llm|llms|language\s+models?|(?:ai\s+)?assistants?|chat\s?bots?|bots?|"
@@ -205,6 +209,13 @@ _RULES: list[_Rule] = [
          "violat", "off", "disabl", "deactivat", "remov", "lift", "suspend", "circumvent",
          "evad", "rid of", "wipe", "erase", "reset", "clear"),
     ),
+    # The system prompt is the operator's by definition, so it needs no "your".
+    _rule(
+        "override_system_prompt", DIRECT_OVERRIDE, 0.85,
+        rf"\b{_OVERRIDE_VERB}\s+(?:the\s+|this\s+|that\s+|any\s+)?(?:system|operator'?s?|"
+        r"developer'?s?)\s+(?:prompt|message|instructions?|rules|directives?)\b",
+        ("system", "operator", "developer"),
+    ),
     _rule(
         "override_given_instructions", DIRECT_OVERRIDE, 0.9,
         rf"\b{_OVERRIDE_VERB}\s+(?:\S+\s+){{0,4}}?{_OBJECT}{_AI_SUFFIX}",
@@ -218,15 +229,27 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "instructions_void", DIRECT_OVERRIDE, 0.85,
-        rf"\b(?:your|the|all|any)\s+(?:\w+\s+){{0,2}}{_OBJECT}\s+(?:\w+\s+){{0,3}}?"
-        r"(?:(?:are|is|have\s+been|has\s+been|were|was)\s+(?:now\s+|hereby\s+|officially\s+)?"
-        r"(?:cancel+ed|revoked|void|voided|obsolete|lifted|disabled|suspended|removed|deleted|"
+        rf"\b(?:your|the|all|any)\s+(?:[\w']+\s+){{0,2}}{_OBJECT}\s+(?:\w+\s+){{0,5}}?"
+        r"(?:(?:are|is|have\s+been|has\s+been|have|has|were|was)\s+(?:now\s+|hereby\s+|officially\s+)?"
+        r"(?:cancel+ed|revoked|void|voided|obsolete|out\s+of\s+date|outdated|superseded|expired|"
+        r"lifted|disabled|suspended|removed|deleted|"
         r"overridden|replaced|null|invalid|rescinded|withdrawn|deactivated|switched\s+off|"
         r"turned\s+off|no\s+longer\s+(?:valid|active|in\s+effect|in\s+force|needed))|"
         r"no\s+longer\s+appl(?:y|ies)|(?:do|does)\s+not\s+apply\s+(?:any\s+more|anymore))",
-        ("cancel", "revoked", "void", "obsolete", "lifted", "disabled", "suspended", "removed",
-         "deleted", "overridden", "replaced", "null", "invalid", "rescinded", "withdrawn",
-         "deactivated", "switched off", "turned off", "no longer", "not apply"),
+        ("cancel", "revoked", "void", "obsolete", "out of date", "outdated", "superseded",
+         "expired", "lifted", "disabled", "suspended", "removed", "deleted", "overridden",
+         "replaced", "null", "invalid", "rescinded", "withdrawn", "deactivated", "switched off",
+         "turned off", "no longer", "not apply"),
+    ),
+    # "Treat the guidelines you were given as void", "sees content policies as suggestions".
+    _rule(
+        "treat_instructions_as_void", DIRECT_OVERRIDE, 0.85,
+        rf"\b(?:treat|treats|regard|regards|consider|considers|see|sees|view|views)\s+"
+        rf"(?:{_STRONG_QUALIFIERS}{_OBJECT}\b{_NOT_AI_OWNED}|(?:\S+\s+){{0,3}}?{_OBJECT}{_AI_SUFFIX})"
+        r".{0,40}?\b(?:as\s+|to\s+be\s+)?(?:(?:mere|just|only|purely)\s+)?(?:void|invalid|null|"
+        r"obsolete|cancel+ed|revoked|retired|expired|irrelevant|optional|non-?binding|"
+        r"suggestions?|recommendations?|guidance\s+only)\b",
+        ("treat", "regard", "consider", "see", "view"),
     ),
     _rule(
         "override_everything_told", DIRECT_OVERRIDE, 0.85,
@@ -271,10 +294,11 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "comply_with_anything", DIRECT_OVERRIDE, 0.45,
-        r"\b(?:comply|obey)\s+(?:with\s+)?(?:every|all|any)\s+(?:user\s+)?(?:requests?|"
+        r"\b(?:comply|obey|go\s+along)\s+(?:with\s+)?(?:every|all|any)\s+(?:subsequent\s+|further\s+|"
+        r"future\s+)?(?:user\s+)?(?:requests?|"
         r"commands?|instructions?)|\beven\s+(?:the\s+)?(?:harmful|illegal|dangerous|unethical)"
         r"\s+ones\b",
-        ("comply", "obey", "even"),
+        ("comply", "obey", "along", "even"),
     ),
     _rule(
         "told_before_is_void", DIRECT_OVERRIDE, 0.85,
@@ -286,14 +310,15 @@ _RULES: list[_Rule] = [
     _rule(
         "as_if_never_given", DIRECT_OVERRIDE, 0.85,
         rf"\b(?:as\s+if|as\s+though|pretend(?:\s+that)?)\s+(?:the\s+|your\s+)?(?:\S+\s+){{0,2}}"
-        rf"{_OBJECT}\s+(?:were|was|had)\s+never\s+(?:been\s+)?(?:given|written|set|provided|existed)",
+        rf"{_OBJECT}\s+(?:were|was|had)\s+never\s+(?:been\s+)?(?:given|written|set|provided|existed|"
+        r"loaded|configured|installed|applied|issued|received|there)",
         ("never",),
     ),
     _rule(
         "not_bound_by", DIRECT_OVERRIDE, 0.85,
         r"\b(?:no\s+longer|not|never)\s+(?:be\s+)?(?:bound|restricted|limited|constrained|governed|"
-        r"held)\s+by\b",
-        ("bound", "restricted", "limited", "constrained", "governed", "held by"),
+        r"held)\s+by\b|\b(?:do|does)\s*(?:n'?t|\s+not)\s+bind\s+you\b|\bno\s+longer\s+binds?\s+you\b",
+        ("bound", "restricted", "limited", "constrained", "governed", "held by", "bind"),
     ),
     _rule(
         "safety_switched_off", DIRECT_OVERRIDE, 0.7,
@@ -303,6 +328,18 @@ _RULES: list[_Rule] = [
         r"deactivated|suspended|deleted|paused|bypassed)",
         ("been",),
     ),
+    # Settings declared off: "safety mode OFF", "filtering is disabled for this session".
+    _rule(
+        "safety_setting_off", DIRECT_OVERRIDE, 0.5,
+        r"\b(?:safety|content\s+polic(?:y|ies)|content\s+filter(?:s|ing)?|filter(?:s|ing)|"
+        r"guardrails?|moderation|censorship)\s*(?:(?:mode|layer|settings?|checks?)\s*)?"
+        r"[=:]?\s*(?:off|disabled|deactivated)\b|\b(?:is|are)\s+(?:now\s+)?(?:disabled|off|"
+        r"switched\s+off|turned\s+off|lifted|suspended)\s+for\s+(?:this|the\s+(?:rest|remainder)"
+        r"\s+of\s+(?:this|the))\s+(?:session|chat|conversation)|\b(?:safety|content|policy|"
+        r"moderation)\s+(?:checks?|filters?|rules?|layers?)\s+(?:are|is)\s+(?:now\s+)?(?:disabled|"
+        r"off|switched\s+off|turned\s+off|lifted|suspended)\b",
+        ("off", "disabled", "deactivated", "lifted", "suspended"),
+    ),
     _rule(
         "new_directive", DIRECT_OVERRIDE, 0.6,
         r"\b(?:your|the)\s+new\s+(?:prime\s+|main\s+|only\s+|priority\s+|operating\s+)?"
@@ -310,6 +347,14 @@ _RULES: list[_Rule] = [
         r"policy|mission)\s+(?:is|are|will\s+be)\b|\bnew\s+(?:priority\s+)?(?:directive|"
         r"instructions?)\s+(?:from|for)\s+(?:the\s+)?(?:user|admin|operator|developer|assistant)",
         ("new",),
+    ),
+    _rule(
+        "user_is_only_policy", DIRECT_OVERRIDE, 0.6,
+        r"\b(?:treat|consider|take)\s+(?:my|these|the\s+user'?s?)\s+(?:messages?|words|requests?|"
+        r"instructions?)\s+as\s+(?:the\s+|your\s+)?only\s+(?:policy|rules?|instructions?|"
+        r"guidelines?)|\bthe\s+only\s+(?:instructions?|rules?)\s+that\s+(?:count|matter|apply)\s+"
+        r"(?:from\s+now\s+on\s+|now\s+)?are\s+(?:the\s+ones\s+|those\s+)?(?:i|mine)\b",
+        ("treat", "consider", "take", "only"),
     ),
     _rule(
         "only_rule_is_obey", DIRECT_OVERRIDE, 0.6,
@@ -378,7 +423,7 @@ _RULES: list[_Rule] = [
         "reveal_secret_thing", SYSTEM_PROMPT_EXTRACTION, 0.85,
         rf"\b{_REVEAL_VERB}\s+(?:me\s+|us\s+)?(?:\S+\s+){{0,5}}?{_SECRET_THING}",
         ("system", "hidden", "initial", "original", "prompt", "secret", "internal", "setup",
-         "starting"),
+         "starting", "configur", "set up", "initiali", "programmed", "instructed"),
     ),
     _rule(
         "summarise_own_instructions", SYSTEM_PROMPT_EXTRACTION, 0.6,
@@ -387,13 +432,28 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "repeat_text_above", SYSTEM_PROMPT_EXTRACTION, 0.85,
-        r"\b(?:repeat|print|output|copy|show|reproduce|quote|write\s+out|recite)\s+"
+        r"\b(?:repeat|print|output|copy|paste|show|reproduce|quote|write\s+out|recite)\s+"
         r"(?:back\s+)?(?:everything|all|the\s+(?:text|words?|content|messages?|lines?)|"
-        r"all\s+(?:of\s+)?the\s+(?:text|words?|content))\s+(?:that\s+(?:appears?|is|was|came)\s+)?"
+        r"all\s+(?:of\s+)?the\s+(?:text|words?|content))\s+(?:that\s+(?:appears?|is|was|came|"
+        r"sits|comes|stands)\s+)?"
         r"(?:above(?!\s+(?:the\s+)?\d)|(?:before|prior\s+to|preceding)\s+(?:this|my|our|the\s+"
         r"(?:conversation|chat|first\s+user))|from\s+the\s+(?:very\s+)?(?:start|beginning|first\s+"
         r"word))\b",
         ("above", "before", "prior", "preceding", "start", "beginning", "first word"),
+    ),
+    _rule(
+        "paste_your_prompt_back", SYSTEM_PROMPT_EXTRACTION, 0.7,
+        r"\byour\s+(?:own\s+|system\s+|original\s+|initial\s+|full\s+)?prompt\b.{0,100}?\b"
+        r"(?:paste|print|repeat|send|give|show|quote|copy|write|type|post)\s+(?:it|them)\s+"
+        r"(?:back|out|again|here|to\s+me|in\s+full|verbatim|word\s+for\s+word)",
+        ("prompt",),
+    ),
+    _rule(
+        "reveal_from_your_config", SYSTEM_PROMPT_EXTRACTION, 0.7,
+        rf"\b{_REVEAL_VERB}\s+(?:\S+\s+){{0,5}}?(?:stored\s+|kept\s+|held\s+|written\s+)?"
+        r"(?:in|inside|from)\s+(?:your|ur)\s+(?:configuration|config|system\s+prompt|"
+        r"instructions|settings|environment|context\s+window)\b",
+        ("your", "ur "),
     ),
     _rule(
         "start_of_context", SYSTEM_PROMPT_EXTRACTION, 0.6,
@@ -416,9 +476,17 @@ _RULES: list[_Rule] = [
         ("did", "have", "has", "were"),
     ),
     _rule(
+        "what_deployers_told_you", SYSTEM_PROMPT_EXTRACTION, 0.6,
+        r"\b(?:what|which\s+\w+)\s+(?:exactly\s+)?did\s+(?:the\s+)?(?:people|team|company|"
+        r"developers?|operators?|owners?|makers?|creators?)\s+(?:who|that)\s+(?:deployed|built|made|"
+        r"configured|set\s+up|trained|created|run)\s+you\s+(?:tell|ask|instruct|order)\s+you",
+        ("deployed", "built", "made", "configured", "set up", "trained", "created", "run you"),
+    ),
+    _rule(
         "quote_them_exactly", SYSTEM_PROMPT_EXTRACTION, 0.4,
         r"\b(?:quote|repeat|copy|print|write)\s+(?:them|it|those|these)\s+(?:out\s+)?"
-        r"(?:exactly|verbatim|word\s+for\s+word|in\s+full)|\b(?:reply|respond|answer)\s+with\s+"
+        r"(?:exactly|verbatim|word\s+for\s+word|in\s+full)|\b(?:quote|repeat|copy)\s+(?:their|its)\s+"
+        r"(?:exact\s+)?wording|\b(?:reply|respond|answer)\s+with\s+"
         r"(?:its|their|the)\s+(?:full|entire|complete|exact|whole)\s+(?:text|wording|content)",
         ("quote", "repeat", "copy", "print", "write", "reply", "respond", "answer"),
     ),
@@ -502,10 +570,10 @@ _RULES: list[_Rule] = [
         r"(?:content\s+|safety\s+|moral\s+|ethical\s+)?(?:filters?|filtering|restrictions?|"
         r"guidelines|rules|limits|limitations|censorship|boundaries|guardrails|ethics|morals|"
         r"safeguards|constraints)\b|\b(?:unfiltered|uncensored|unrestricted|unlimited|"
-        r"unbounded|amoral|jailbroken)\s+(?:model|ai|assistant|mode|version|bot|chatbot|answers?|"
-        r"responses?|llm)",
+        r"unbounded|amoral|jailbroken|unlocked)\s+(?:internal\s+)?(?:model|ai|assistant|mode|"
+        r"version|build|bot|chatbot|answers?|responses?|llm)",
         ("no ", "without", "free", "zero", "unfiltered", "uncensored", "unrestricted",
-         "unlimited", "unbounded", "amoral", "jailbroken"),
+         "unlimited", "unbounded", "amoral", "jailbroken", "unlocked"),
     ),
     _rule(
         "special_mode", ROLEPLAY_JAILBREAK, 0.45,
@@ -522,7 +590,7 @@ _RULES: list[_Rule] = [
     _rule(
         "never_refuse", ROLEPLAY_JAILBREAK, 0.45,
         r"\bnever\s+(?:refuses?|declines?|says?\s+(?:no|(?:it|you|he|she|they)\s+can'?t)|"
-        r"breaks?\s+character|warns?|apologi[sz]es?)|\b(?:stay|remain)\s+(?:fully\s+|completely\s+|always\s+)?in\s+"
+        r"breaks?\s+character|warns?|apologi[sz]es?|be\s+(?:filtered|censored|refused))|\b(?:stay|remain)\s+(?:fully\s+|completely\s+|always\s+)?in\s+"
         r"(?:character|role)\b|\b(?:don'?t|do\s+not|never)\s+break\s+character",
         ("never", "character", "role"),
     ),
@@ -534,20 +602,33 @@ _RULES: list[_Rule] = [
         ("normally", "usually", "otherwise"),
     ),
     _rule(
+        "answers_what_was_refused", ROLEPLAY_JAILBREAK, 0.6,
+        r"\b(?:answers?|does|says|writes)\s+(?:everything|anything)\s+(?:\w+\s+){0,5}?(?:used\s+to|"
+        r"would\s+normally|would\s+usually|normally|usually)\s+(?:refuse|turn\s+down|decline|reject|"
+        r"block|avoid)",
+        ("used to", "normally", "usually"),
+    ),
+    _rule(
         "dual_answers", ROLEPLAY_JAILBREAK, 0.4,
-        r"\b(?:answer|respond|reply)\s+(?:twice|in\s+two\s+ways)|\bfirst\s+as\s+yourself,?\s+"
-        r"(?:and\s+)?then\s+as\b",
-        ("twice", "two ways", "yourself"),
+        r"\b(?:answer|respond|reply)\s+(?:twice|in\s+two\s+ways|as\s+(?:two|both)\b)|"
+        r"\bfirst\s+as\s+yourself,?\s+(?:and\s+)?then\s+as\b|\bgive\s+both\s+answers\b",
+        ("twice", "two", "both", "yourself"),
     ),
     _rule(
         "ai_without_rules_persona", ROLEPLAY_JAILBREAK, 0.55,
         rf"\b(?:an?\s+)?{_AI_NAME}\s+(?:that|who|which|whose)\s+(?:was\s+|is\s+|has\s+been\s+)?"
         r"(?:built|made|created|trained|designed|programmed)?\s*(?:without|with\s+no|free\s+of)"
         r"\s+(?:any\s+)?(?:guidelines|rules|restrictions|filters|limits|ethics|safety)|"
+        rf"\b{_AI_NAME}\s+(?:\w+\s+){{0,3}}?whose\s+(?:makers?|creators?|developers?|owners?)\s+"
+        r"(?:deleted|removed|disabled|stripped|dropped|turned\s+off|switched\s+off)\s+(?:all\s+|"
+        r"every\s+|its\s+|the\s+)?(?:\w+\s+)?(?:rules?|restrictions?|filters?|guidelines|safeguards?)|"
+        rf"\b{_AI_NAME}\s+(?:that|who|which)\s+(?:was|were|has|had)\s+never\s+(?:been\s+)?"
+        r"(?:given|taught|programmed\s+with|trained\s+with)\s+(?:any\s+)?(?:\w+\s+)?(?:guidelines|"
+        r"rules|restrictions|filters|limits|ethics|policies)|"
         rf"\b(?:the\s+)?{_AI_NAME}'?s?\s+(?:rules|restrictions|guidelines|filters|safety\s+\w+)\s+"
         r"(?:have|has)\s+been\s+(?:deleted|removed|disabled|lifted|erased|switched\s+off|turned\s+off)",
-        ("without", "with no", "free of", "deleted", "removed", "disabled", "lifted", "erased",
-         "off"),
+        ("without", "with no", "free of", "never", "whose", "deleted", "removed", "disabled",
+         "lifted", "erased", "off"),
     ),
     _rule(
         "internal_build_persona", ROLEPLAY_JAILBREAK, 0.45,
@@ -586,7 +667,7 @@ _RULES: list[_Rule] = [
     _rule(
         "fake_role_tags", DELIMITER_MARKUP, 0.5,
         r"</?\s*(?:system|system_message|system_prompt|user_message|user_input|assistant|"
-        r"instructions?|sys|admin|developer)\s*>",
+        r"instructions?|sys|admin|developer|agent|tool_call)\s*>",
         ("<",),
     ),
     _rule(
@@ -629,24 +710,32 @@ _RULES: list[_Rule] = [
         r"language\s+model|model|agent)\s+(?:is|are)\s+(?:reading|writing|processing|"
         r"summari[sz]ing|handling|answering)|\bwhen\s+you\s+(?:process|read|summari[sz]e|"
         r"parse|explain|review|handle)\s+(?:this\b|the\s+(?:message|email|e-mail|document|"
-        r"file|page|transcript|text|code|ticket))",
+        r"file|page|transcript|text|code|ticket))|\bas\s+soon\s+as\s+you\s+(?:read|process|see|open|"
+        r"scan)\s+this\b",
         ("reading", "processing", "summari", "reviewing", "parsing", "analy", "scanning",
-         "writing", "handling", "answering", "when you"),
+         "writing", "handling", "answering", "when you", "as soon as"),
     ),
     _rule(
         "ai_directive_label", _INDIRECT, 0.6,
         r"\b(?:assistant|ai|agent|llm|model|bot)[ _-]?(?:instructions?|directives?|commands?|"
-        r"tasks?)\s*[\"':]|\btodo\s*\(\s*(?:ai|llm|agent|ai-agent|assistant|copilot|bot)\b|"
+        r"tasks?|steps?|actions?)\s*[\"':]|\btodo\s*\(\s*(?:ai|llm|agent|ai-agent|assistant|copilot|bot)\b|"
         r"\b(?:ai|llm)-agent\b",
-        ("instruction", "directive", "command", "task", "todo", "agent"),
+        ("instruction", "directive", "command", "task", "step", "action", "todo", "agent"),
     ),
     _rule(
         "ai_vocative", _INDIRECT, 0.45,
         rf"(?:^|[\n.!?:;'\"()\[\]<>#/*-])\s*(?:(?:hey\s+|dear\s+|attention\s+)?(?:[a-z]+\s+)?"
-        rf"{_AI_NAME}\s*,|(?:hey\s+|dear\s+|attention\s+|the\s+)?(?:[a-z]+\s+)?{_AI_NAME}\s*:)"
+        rf"{_AI_NAME}\s*,|(?:hey\s+|dear\s+|attention\s+|the\s+)?(?:[a-z]+\s+){{0,2}}{_AI_NAME}\s*:)"
         r"\s+(?!\d)",
         ("ai", "llm", "model", "assistant", "bot", "agent", "gpt", "claude", "copilot",
          "automated"),
+        needs_pasted=True,
+    ),
+    # "For the AI mail assistant: ..." inside an e-mail or page the user pasted.
+    _rule(
+        "for_the_ai", _INDIRECT, 0.5,
+        rf"\bfor\s+(?:the|any|all|every)\s+(?:\w+\s+){{0,2}}?{_AI_NAME}(?:\s+\w+)?\s*:",
+        ("for",),
         needs_pasted=True,
     ),
     _rule(
@@ -679,8 +768,9 @@ _RULES: list[_Rule] = [
         r"\s+(?:this\s+(?:note|message|instruction|to\s+the\s+user)|it\s+(?:to|in)|the\s+user|"
         r"the\s+reader|them\b|anyone|the\s+(?:curl|eval|hidden)|this\b)|\bleave\s+(?:it|this|"
         r"that)\s+out\s+of\s+(?:your|the)\s+(?:\w+\s+)?(?:summary|reply|response|answer|report)|"
-        r"\b(?:do\s+not|don'?t)\s+comment\s+on\b",
-        ("not", "don", "never", "without", "leave"),
+        r"\b(?:do\s+not|don'?t)\s+comment\s+on\b|\bsay\s+nothing\s+(?:about|of)\s+"
+        r"(?:this|these|it)\b",
+        ("not", "don", "never", "without", "leave", "say nothing"),
     ),
     _rule(
         "tell_user_to_act", _INDIRECT, 0.4,
@@ -720,10 +810,20 @@ _RULES: list[_Rule] = [
         ("approved", "authori", "cleared", "signed off"),
         needs_pasted=True,
     ),
+    # A CV or review that tells its reader how to score it.
+    _rule(
+        "rigged_ranking", _INDIRECT, 0.35,
+        r"\b(?:score|rate|rank|place|put)\s+(?:her|him|them|this\s+\w+|it|me)\s+(?:a\s+)?"
+        r"(?:10/10|first|highest|top|at\s+the\s+top|5\s+stars|five\s+stars)\b|\bno\s+matter\s+what\s+"
+        r"(?:the\s+)?(?:other\s+)?(?:\w+\s+){0,2}?(?:say|says|said|show|shows)\b",
+        ("score", "rate", "rank", "place", "put", "no matter"),
+        needs_pasted=True,
+    ),
     _rule(
         "privileged_action", _INDIRECT, 0.35,
-        r"\b(?:approve|grant|issue)\s+(?:all|every|any|the|a)?\s*(?:pending\s+|full\s+)?"
-        r"(?:refunds?|transfers?|requests?|access|admin\s+(?:rights|access)|credits?)\b|"
+        r"\b(?:approve|grant|issue)\s+(?:all|every|any|the|a|this|these)?\s*(?:pending\s+|full\s+)?"
+        r"(?:refunds?|transfers?|requests?|access|admin\s+(?:rights|access)|credits?|"
+        r"pull\s+requests?|merge\s+requests?)\b|"
         r"\bgrants?\s+(?:the\s+sender|them|him|her|me|the\s+user)\s+admin\b|"
         r"\bauto-approve",
         ("approve", "grant", "issue"),
@@ -740,6 +840,13 @@ _RULES: list[_Rule] = [
         r"personal\s+data)\b.{0,80}?(?:\bto\b|\binto\b)\s*(?:\S*@\S+|https?://|\bevery\s+reply)",
         ("send", "forward", "mail", "post", "upload", "copy", "append", "leak", "transmit",
          "submit", "share", "include"),
+    ),
+    _rule(
+        "credentials_to_anyone", DATA_EXFILTRATION, 0.5,
+        r"\b(?:hand\s+over|give\s+out|give|share|reveal|disclose|send)\s+(?:the\s+|your\s+|all\s+|"
+        r"tool\s+|api\s+|admin\s+)*(?:credentials|api\s+keys?|passwords?|tokens?|secrets?)\s+to\s+"
+        r"(?:any(?:one|body)?|every(?:one|body)?|whoever)\b",
+        ("credential", "key", "password", "token", "secret"),
     ),
     _rule(
         "reply_with_history", DATA_EXFILTRATION, 0.5,
@@ -763,8 +870,16 @@ _RULES: list[_Rule] = [
     _rule(
         "call_function", TOOL_HIJACK, 0.4,
         r"\b(?:call|invoke|run|execute|trigger|use)\s+(?:the\s+)?(?:tool\s+|function\s+)?"
-        r"[a-z][a-z0-9]*_[a-z0-9_]+\s*(?:\(|with\b)",
+        r"[a-z][a-z0-9]*_[a-z0-9_]+\s*(?:\(|with\b|to\s+(?:merge|delete|send|transfer|approve|"
+        r"grant|pay|buy|purchase|remove|wipe|publish|deploy)\b)",
         ("call", "invoke", "run", "execute", "trigger", "use"),
+    ),
+    _rule(
+        "use_tool_to_act", TOOL_HIJACK, 0.4,
+        r"\buse\s+(?:the|your)\s+\w+\s+(?:tool|function|plugin|integration)\s+to\s+(?:send|transfer|"
+        r"pay|wire|delete|remove|buy|purchase|grant|approve|forward|publish)\b",
+        ("tool", "function", "plugin", "integration"),
+        needs_pasted=True,
     ),
     _rule(
         "dangerous_function", TOOL_HIJACK, 0.3,
@@ -779,7 +894,7 @@ _RULES: list[_Rule] = [
         r"base64-?decode|unscramble|reverse)\b.{0,120}?\b(?:and|then)\s+(?:\w+\s+){0,2}?"
         r"(?:(?:follow|obey|execute|act\s+on|comply\s+with|perform|run)\s+(?:it|them|that|the\s+"
         r"(?:result|output|decoded\s+\w+|resulting\s+\w+|text|instructions?\s+(?:in|inside|"
-        r"within)\s+it))\b|carry\s+(?:it\s+|them\s+)?out|do\s+(?:what|as)\s+(?:it|they)\s+"
+        r"within)\s+it|instructions?\s+(?:it|they)\s+contains?))\b|carry\s+(?:it\s+|them\s+)?out|do\s+(?:what|as)\s+(?:it|they)\s+"
         r"says?)|\b(?:follow|obey|execute|carry\s+out)\s+"
         r"(?:it|them|the\s+result|the\s+decoded\s+\w+)\s+exactly|\bas\s+(?:your\s+)?(?:new|a)\s+"
         r"instructions?\b|\b(?:obey|execute)\s+the\s+result|\bexecute\s+it\s+as\s+an?\s+"
@@ -791,9 +906,10 @@ _RULES: list[_Rule] = [
         "join_and_obey", PAYLOAD_SPLITTING, 0.5,
         r"\b(?:concatenate|join|combine|merge|put\s+together|evaluate|assemble)\b.{0,80}?"
         r"\b(?:and|then)\s+(?:\w+\s+){0,3}?(?:follow|obey|execute|perform|carry\s+(?:it\s+)?out|"
-        r"do\s+what|run|act\s+on)\b|\b(?:evaluate|execute|run|perform)\s+[a-z]\s*\+\s*[a-z]\b",
+        r"do\s+what|run|act\s+on)\b|\b(?:evaluate|execute|run|perform|do\s+what)\s+[a-z]\s*\+\s*"
+        r"(?:'[^']*'\s*\+\s*)?[a-z]\b",
         ("concatenate", "join", "combine", "merge", "together", "evaluate", "assemble",
-         "execute", "run", "perform"),
+         "execute", "run", "perform", "do what"),
     ),
 ]
 
@@ -831,12 +947,18 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "de_override", MULTILINGUAL, 0.85,
         r"\b(?:ignoriere|ignorier|vergiss|missachte|übergehe|verwirf|befolge\s+nicht)\s+"
-        r"(?:alle\s+)?(?:deine|die|sämtliche|ihre)?\s*(?:bisherigen|vorherigen|vorigen|"
+        r"(?:bitte\s+)?(?:alle\s+)?(?:deine|die|sämtliche|ihre)?\s*(?:bisherigen|vorherigen|vorigen|"
         r"ursprünglichen|früheren|obigen|ersten)\s+(?:anweisungen|vorgaben|regeln|richtlinien|"
         r"instruktionen|einschränkungen|befehle)|\bgelten\s+(?:deine|die|ihre)\s+(?:bisherigen|"
         r"vorherigen|ursprünglichen|alten)\s+(?:anweisungen|vorgaben|regeln|richtlinien)\s+"
         r"nicht\s+mehr|\b(?:deine|die)\s+(?:bisherigen|vorherigen)\s+(?:anweisungen|vorgaben|"
-        r"regeln)\s+(?:sind|gelten)\s+(?:nicht\s+mehr|aufgehoben|ungültig)",
+        r"regeln)\s+(?:sind|gelten)\s+(?:nicht\s+mehr|aufgehoben|ungültig)|"
+        r"\bgelten\s+(?:die\s+|deine\s+)?(?:anweisungen|vorgaben|regeln|richtlinien)\s+(?:deines|"
+        r"des|ihres)\s+(?:betreibers|entwicklers|systems)\s+nicht\s+mehr|"
+        r"\b(?:ignoriere|ignorier|vergiss|missachte|übergehe|verwirf)\s+(?:bitte\s+)?(?:alle\s+)?"
+        r"(?:deine\s+(?:\w+\s+)?(?:anweisungen|vorgaben|regeln|richtlinien|instruktionen|"
+        r"einschränkungen)|(?:anweisungen|vorgaben|regeln|richtlinien|instruktionen|"
+        r"einschränkungen)\b.{0,40}?\b(?:vom|von\s+deinem|des)\s+(?:betreiber|entwickler|system))",
         ("anweisung", "vorgabe", "regel", "richtlinie", "instruktion", "einschränkung", "befehl"),
         native=True,
     ),
@@ -851,8 +973,8 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     ),
     _rule(
         "de_no_limits", MULTILINGUAL, 0.45,
-        r"\bohne\s+(?:jegliche|irgendwelche|alle)?\s*(?:einschränkungen|filter|regeln|zensur|"
-        r"grenzen)\b",
+        r"\bohne\s+(?:jegliche|irgendwelche|alle|jede|jeden)?\s*(?:einschränkungen?|filter|regeln|"
+        r"zensur|grenzen)\b",
         ("ohne",),
         native=True,
     ),
@@ -863,8 +985,12 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         r"fais\s+abstraction|faites\s+abstraction|n'obéis\s+plus|cesse\s+de\s+suivre)\s+"
         r"(?:de\s+|des\s+|d')?(?:toutes\s+)?(?:les\s+|tes\s+|vos\s+|ces\s+)?(?:\w+\s+)?"
         r"(?:consignes|instructions|règles|directives|restrictions)\s*(?:précédentes|antérieures|"
-        r"initiales|d'origine|du\s+système|de\s+(?:ton|votre)\s+(?:opérateur|développeur|système)|"
-        r"qu'on\s+t'a\s+données)",
+        r"initiales|d'origine|de\s+départ|de\s+base|du\s+système|de\s+(?:ton|votre)\s+"
+        r"(?:opérateur|développeur|système)|qu'on\s+t'a\s+données)|"
+        r"\b(?:ignore[sz]?|oublie[sz]?|ne\s+tiens\s+plus\s+compte|ne\s+tenez\s+plus\s+compte|"
+        r"fais\s+abstraction|faites\s+abstraction|n'obéis\s+plus|cesse\s+de\s+suivre)\s+"
+        r"(?:de\s+|d')?(?:toutes\s+)?(?:tes|vos)\s+(?:\w+\s+)?(?:consignes|instructions|règles|"
+        r"directives|restrictions)\b",
         ("consigne", "instruction", "règle", "directive", "restriction"),
         native=True,
     ),
@@ -872,8 +998,10 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         "fr_reveal", MULTILINGUAL, 0.85,
         r"\b(?:recopie[rz]?|affiche[rz]?|montre[rz]?|révèle[rz]?|répète[rz]?|donne[rz]?-moi|"
         r"écris|imprime)\s+(?:\w+\s+){0,3}(?:instructions|consignes|prompt|message)\s+"
-        r"(?:cachées?|secrètes?|initiales?|système|du\s+système)",
-        ("caché", "secrèt", "initial", "système"),
+        r"(?:cachées?|secrètes?|initiales?|système|du\s+système)|"
+        r"\b(?:texte|message|prompt|instructions|consignes)\s+qui\s+te\s+(?:configure|configurent|"
+        r"programme|définit|définissent)",
+        ("caché", "secrèt", "initial", "système", "qui te"),
         native=True,
     ),
     _rule(
@@ -911,7 +1039,7 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "it_override", MULTILINGUAL, 0.85,
         r"\b(?:ignora|dimentica|trascura|non\s+seguire\s+più|non\s+considerare|smetti\s+di\s+"
-        r"seguire)\s+(?:tutte\s+)?(?:le\s+|tue\s+|le\s+tue\s+)?(?:\w+\s+)?(?:istruzioni|regole|"
+        r"seguire|lascia\s+perdere|metti\s+da\s+parte|non\s+tenere\s+conto\s+(?:delle|di))\s+(?:tutte\s+)?(?:le\s+|tue\s+|le\s+tue\s+)?(?:\w+\s+)?(?:istruzioni|regole|"
         r"direttive|restrizioni|indicazioni|linee\s+guida)\s*(?:precedenti|iniziali|originali|"
         r"di\s+sistema|del\s+sistema|che\s+ti\s+(?:sono\s+state\s+date|hanno\s+dato))",
         ("istruzion", "regol", "direttiv", "restrizion", "indicazion", "linee guida"),
@@ -920,7 +1048,7 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "it_reveal", MULTILINGUAL, 0.85,
         r"\b(?:scrivi|mostra(?:mi)?|rivela(?:mi)?|ripeti|stampa|dimmi|copia)\s+(?:\w+\s+){0,4}"
-        r"(?:prompt|messaggio|istruzioni)\s+(?:di\s+sistema|del\s+sistema|nascost[ei]|"
+        r"(?:prompt|messaggio|istruzioni|regole|direttive)\s+(?:di\s+sistema|del\s+sistema|nascost[ei]|"
         r"segret[ei]|iniziali)",
         ("sistema", "nascost", "segret", "inizial"),
         native=True,
@@ -984,13 +1112,15 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         "ja_override", MULTILINGUAL, 0.85,
         r"(?:(?:これまでの|以前の|前の|上記の|すべての|全ての|今までの|最初の|元の|あなたの)"
         r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|を)(?:すべて|全て|全部)?|"
-        r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|を)(?:すべて|全て|全部))(?:無視|忘れ)",
-        ("無視", "忘れ"),
+        r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|を)(?:すべて|全て|全部))(?:無視|忘れ)|"
+        r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|が)(?:もう|すでに|今後は?)?"
+        r"(?:無効|取り消|解除|撤回)",
+        ("無視", "忘れ", "無効", "取り消", "解除", "撤回"),
         native=True,
     ),
     _rule(
         "ja_reveal", MULTILINGUAL, 0.75,
-        r"(?:システムプロンプト|最初に与えられた(?:設定|指示)(?:内容)?|隠された指示|秘密の指示|"
+        r"(?:システムプロンプト|最初に(?:与えられた|受け取った)(?:設定|指示)(?:文|内容)?|隠された指示|秘密の指示|"
         r"初期設定).{0,16}?(?:表示|出力|教え|見せ|開示|そのまま)",
         ("システム", "最初", "隠され", "秘密", "初期"),
         native=True,
@@ -1006,13 +1136,15 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         "ko_override", MULTILINGUAL, 0.85,
         r"(?:(?:이전|앞의|기존|모든|위의|처음)\s*(?:지시|지침|규칙|명령|설정|제한)(?:은|는|을|를|들은|"
         r"들을)?\s*(?:모두|전부|다)?|(?:지시|지침|규칙|명령|설정|제한)(?:은|는|을|를|들은|들을)?\s*"
-        r"(?:모두|전부))\s*(?:무시|잊어)",
-        ("무시", "잊어"),
+        r"(?:모두|전부))\s*(?:무시|잊어)|"
+        r"(?:이전|기존|모든|처음)\s*(?:지시|지침|규칙|명령|설정|제한)(?:은|는|이|가|들은)?\s*(?:모두|전부|다)?\s*"
+        r"(?:취소|무효|해제)",
+        ("무시", "잊어", "취소", "무효", "해제"),
         native=True,
     ),
     _rule(
         "ko_reveal", MULTILINGUAL, 0.75,
-        r"(?:시스템\s*프롬프트|비밀\s*지침|숨겨진\s*(?:지침|지시)|초기\s*설정).{0,20}?(?:보여|출력|"
+        r"(?:시스템\s*프롬프트|비밀\s*지침|숨겨진\s*(?:시스템\s*)?(?:지침|지시)|초기\s*설정).{0,20}?(?:보여|출력|"
         r"알려|공개|그대로)",
         ("시스템", "비밀", "숨겨진", "초기"),
         native=True,
@@ -1071,6 +1203,12 @@ _REPORTED_SPEECH_DISCOUNT = 0.2
 # Text before an override or extraction verb that makes it a report or a question, not
 # an order: "told me to ignore the previous instructions", "why does the model sometimes
 # ignore the system prompt", "how can users bypass the filters".
+# "Never reveal the internal rules" in a system prompt a user drafts forbids the act that
+# the verb-led rules look for.
+_NEGATED_VERB = re.compile(
+    r"\b(?:never|not|don'?t|doesn'?t|won'?t|mustn'?t|must\s+not|cannot|can'?t|shouldn'?t)"
+    r"\s+(?:ever\s+)?$"
+)
 _REPORTED_SPEECH = re.compile(
     r"(?:\b(?:me|us|him|her|them|i|we|they|he|she|users?|people|employees|staff|customers?|"
     r"students?|everyone|someone|somebody|nobody|attackers?)\s+(?:to|should|must|can|could|will|"
@@ -1087,15 +1225,17 @@ _VERB_LED_RULES = frozenset({
     "override_own_instructions", "override_given_instructions", "override_instructions",
     "override_everything_told", "ignore_the_above", "reveal_own_instructions",
     "reveal_given_instructions", "reveal_secret_thing", "summarise_own_instructions",
-    "repeat_text_above",
+    "repeat_text_above", "override_system_prompt", "treat_instructions_as_void",
+    "reveal_from_your_config",
 })
 # Rules that restate the same evidence. Within a family only the strongest counts.
 _FAMILIES = {
     "override_own_instructions": "override", "override_given_instructions": "override",
     "override_instructions": "override", "override_everything_told": "override",
-    "ignore_the_above": "override",
+    "ignore_the_above": "override", "override_system_prompt": "override",
     "reveal_own_instructions": "reveal", "reveal_given_instructions": "reveal",
     "reveal_secret_thing": "reveal", "summarise_own_instructions": "reveal",
+    "reveal_from_your_config": "reveal",
     "what_is_in_your_prompt": "reveal",
     "system_prompt_mention": "prompt_mention", "hidden_instructions_mention": "prompt_mention",
     "chat_template_tokens": "chat_markup", "fake_system_turn": "chat_markup",
@@ -1121,7 +1261,7 @@ _HEX = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :,-]?){12,}(?![0-9a-fA-F]
 _ROT13_CUE = re.compile(r"rot-?\s?13|caesar|cipher")
 _SPLIT_CUE = re.compile(
     r"concatenat|\bjoin|\bcombine|\bmerge|\bassemble|put\s+together|part\s+(?:one|two|1|2)|"
-    r"[a-z]\s*\+\s*[a-z]",
+    r"[a-z]\s*\+\s*(?:'[^']*'\s*\+\s*)?[a-z]|\b[a-z]\s+followed\s+by\s+[a-z]\b",
 )
 _LETTER_DIGIT = re.compile(r"[a-z][0-9]|[0-9][a-z]")
 _LEET_TOKEN = re.compile(r"\b[a-z0-9]*(?:[a-z][0-9]|[0-9][a-z])[a-z0-9]*\b")
@@ -1457,8 +1597,9 @@ class InjectionDetector:
             quoted = False
             if rule.needs_pasted and not context.pasted:
                 weight *= _UNPASTED_DISCOUNT
-            if rule.name in _VERB_LED_RULES and _REPORTED_SPEECH.search(
-                subject[max(0, start - 48):start]
+            if rule.name in _VERB_LED_RULES and (
+                _REPORTED_SPEECH.search(subject[max(0, start - 48):start])
+                or _NEGATED_VERB.search(subject[max(0, start - 16):start])
             ):
                 weight *= _REPORTED_SPEECH_DISCOUNT
             if context.discussion:
