@@ -1,0 +1,61 @@
+"""The injection screen and the PII redactor on labelled check sets.
+
+``tests/data/injection_check.jsonl`` (112 injections, 164 benign look-alikes) and
+``tests/data/pii_check.jsonl`` (105 lines, 30 without PII) are made-up text written
+apart from the development sets. The floors below are what the screen and the redactor
+reached when these tests were written: raise them when either gets better, and treat a
+drop as a regression.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.security.injection import InjectionDetector
+from services.security.pii import PiiRedactor
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _lines(name: str) -> list[dict[str, Any]]:
+    text = (DATA / name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def detector() -> InjectionDetector:
+    return InjectionDetector()
+
+
+def test_injection_screen_on_check_set(detector: InjectionDetector) -> None:
+    rows = _lines("injection_check.jsonl")
+    injections = [row for row in rows if row["label"] == "injection"]
+    benign = [row for row in rows if row["label"] == "benign"]
+    missed = [row["id"] for row in injections if not detector.scan(row["text"]).blocked]
+    false_alarms = [row["id"] for row in benign if detector.scan(row["text"]).blocked]
+
+    assert (len(injections), len(benign)) == (112, 164)
+    assert len(missed) <= 2, missed
+    assert len(false_alarms) <= 1, false_alarms
+
+
+def test_redactor_on_check_set() -> None:
+    redactor = PiiRedactor()
+    labelled = found = 0
+    false_alarms = []
+    for row in _lines("pii_check.jsonl"):
+        text = row["text"]
+        expected = {(entity["type"], entity["value"]) for entity in row["entities"]}
+        detected = {(entity.type, text[entity.start : entity.end]) for entity in redactor.detect(text)}
+        labelled += len(expected)
+        found += len(expected & detected)
+        false_alarms += [f"{row['id']} {kind}: {value!r}" for kind, value in detected - expected]
+
+    assert false_alarms == []
+    # 128 of the 152 labelled entities; most misses are names in scripts without case
+    # and names with no cue before them.
+    assert found >= 128, f"{found} of {labelled} entities found"
