@@ -636,14 +636,17 @@ _FULL_DATE = re.compile(
     rf"|\d{{1,2}}(?:\.|er|º)?\s+(?:de\s+)?(?:{_MONTH_NAMES})\.?(?:\s+de)?,?\s+{_YEAR}"  # 17 de septiembre de 1995
     rf"|(?:{_MONTH_NAMES})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+{_YEAR}"  # April 12, 1990
     rf"|{_YEAR}年\d{{1,2}}月\d{{1,2}}日"  # 1988年4月12日
+    rf"|{_YEAR}년\s*\d{{1,2}}월\s*\d{{1,2}}일"  # 1995년 7월 22일
     rf")(?![0-9A-Za-z-])",
     re.IGNORECASE,
 )
 _BIRTH_CUE = re.compile(
     r"(?:\b(?:d\.?o\.?b|date\s+of\s+birth|birth\s*date|birthday|born|geboren|geburtsdatum|geb"
     r"|né|née|nato|nata|nacid[oa]|naci[óo]|nascid[oa]|nasceu|fecha\s+de\s+nacimiento"
-    r"|data\s+de\s+nascimento|data\s+di\s+nascita|date\s+de\s+naissance)\b"
-    r"|生年月日|出生日期|出生于|生まれ)",
+    r"|data\s+de\s+nascimento|data\s+di\s+nascita|date\s+de\s+naissance|geboortedatum"
+    r"|födelsedatum|född|data\s+urodzenia|urodzon[ya]|doğum\s+tarihi|дата\s+рождения"
+    r"|родил(?:ся|ась))\b"
+    r"|生年月日|出生日期|出生于|生まれ|생년월일|출생일)",
     re.IGNORECASE,
 )
 # A field or column named for the birth date, in a CSV header or an SQL column list.
@@ -656,7 +659,7 @@ _BIRTH_FIELD = re.compile(
 # "born in Lisbon, moved on 2019-05-05" are not read as birth dates.
 _CUE_LINK_WORDS = frozenset(
     "on is was the of his her my their your at am ist war le la el il em de do da es est était fue foi è é".split()
-    + ["は", "が", "是", "为", "為"]
+    + ["は", "が", "是", "为", "為", "은", "는", "이", "가"]
 )
 _CUE_MAX_GAP = 24
 _WORD = re.compile(r"[^\W\d_]+")

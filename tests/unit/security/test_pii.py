@@ -39,6 +39,9 @@ POSITIVES = [
     ("Gentile Sig.ra Fontana, la pratica è chiusa.", PERSON, "Fontana"),
     ("The caller gave her name as Odile Marchetti and asked for a refund.", PERSON,
      "Odile Marchetti"),
+    ("Geboortedatum: 03-09-1987", DATE_OF_BIRTH, "03-09-1987"),
+    ("고객님의 생년월일은 1989년 3월 14일입니다.", DATE_OF_BIRTH, "1989년 3월 14일"),
+    ("Doğum tarihi: 21.04.1992", DATE_OF_BIRTH, "21.04.1992"),
     # E-mail
     ("Send the contract to yusuf.okoro@brambleworks.example today.", EMAIL,
      "yusuf.okoro@brambleworks.example"),
