@@ -753,14 +753,19 @@ _PERSON_CUE_SOURCE = (
     r"|contact|cliente|client|kunde|klant|lieferadresse|sipariş sahibi"
     # Payees, recipients and senders are left out: they are companies as often as people.
     r"|naam|voornaam|achternaam|contacto|contatto|kontoinhaber(?:in)?|ansprechpartner(?:in)?"
-    r"|intestatario|imię i nazwisko|ad soyad)[\"']?\s*[:=]\s*[\"']?"
+    r"|intestatario|imię i nazwisko|ad soyad|клиент|фио|имя)[\"']?\s*[:=]\s*[\"']?"
     # Greetings.
     r"|(?:hi|hey|hello|dear|hallo|hola|olá|oi|bonjour|ciao|estimad[oa]|querid[oa]|car[oa]"
     r"|liebe[rs]?|sehr geehrte[rs]?|merhaba|sayın|hej|hoi|geachte|buongiorno|gentile"
-    r"|bom dia|buenos días|dzień dobry|szanown[ay])\b,?[ \t]+"
+    r"|bom dia|buenos días|dzień dobry|szanown[ay]|salut|coucou)\b,?[ \t]+"
     # Sign-offs, with their comma.
     r"|(?:thanks|thank you|cheers|best|regards|best regards|kind regards|sincerely|pozdrawiam"
-    r"|saludos|cordialement|atenciosamente|grüße|viele grüße|un saluto)[,!][ \t]*\n?[ \t]*"
+    r"|saludos|cordialement|atenciosamente|grüße|viele grüße|un saluto|thx|gruss|gruß|liebe grüße"
+    r"|groetjes|met vriendelijke groet)[,!][ \t]*\n?[ \t]*"
+    # Family members and colleagues named right after the word for them: "my daughter Sofia".
+    r"|(?:my|our|his|her)[ \t]+(?:daughter|son|wife|husband|mother|mom|mum|father|dad|brother"
+    r"|sister|grandmother|grandfather|niece|nephew|cousin|aunt|uncle|colleague|coworker|manager"
+    r"|boss|neighbou?r|friend|partner|fiancée?)[ \t]+"
     # Self-introductions and the names on payments and letters.
     r"|(?:my name is|je m'appelle|me llamo|mi chiamo|ich heiße|mein name ist|hier ist"
     r"|sou o|sou a|soy|name on the card is|op naam van|intestato a|à l'attention de|konto von"
@@ -782,7 +787,7 @@ _ROLE_CUE_LOWER = re.compile(_ROLE_CUE_SOURCE)
 _ROLE_CUE = re.compile(_ROLE_CUE_SOURCE, re.IGNORECASE)
 _TITLE_CUE = re.compile(
     r"\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Sra|Srta|Herr|Frau|Mme|Mlle|Pan|Pani|Sig\.ra|Sig\.na|Sig|Dott\.ssa|Dott"
-    r"|Mevr|Dhr)\.?[ \t]+(?=[^\W\d_])"
+    r"|Mevr|Dhr)\.?[ \t]+(?=[^\W\d_])|\bM\.[ \t]+(?=[^\W\d_a-z])"
 )
 # Columns of a CSV header or an SQL column list whose values are person names.
 _NAME_FIELD_WORDS = (

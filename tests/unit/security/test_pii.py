@@ -39,6 +39,10 @@ POSITIVES = [
     ("Gentile Sig.ra Fontana, la pratica è chiusa.", PERSON, "Fontana"),
     ("The caller gave her name as Odile Marchetti and asked for a refund.", PERSON,
      "Odile Marchetti"),
+    ("Can you help my nephew Tobias with his maths homework?", PERSON, "Tobias"),
+    ("Salut Margaux, le colis est arrivé.", PERSON, "Margaux"),
+    ("Merci de rappeler M. Lefebvre demain.", PERSON, "Lefebvre"),
+    ("Клиент: Ольга Миронова, заказ 5521", PERSON, "Ольга Миронова"),
     ("Geboortedatum: 03-09-1987", DATE_OF_BIRTH, "03-09-1987"),
     ("고객님의 생년월일은 1989년 3월 14일입니다.", DATE_OF_BIRTH, "1989년 3월 14일"),
     ("Doğum tarihi: 21.04.1992", DATE_OF_BIRTH, "21.04.1992"),
@@ -99,6 +103,7 @@ def test_detects_entity(redactor: PiiRedactor, text: str, entity_type: str, valu
 LOOK_ALIKES = [
     "Bitte bis Freitag überweisen (Empfänger: Brandt & Söhne KG).",
     "Recipient: Platform Team, sender: Billing Service.",
+    "My manager asked for the Q3 report by Friday.",
     "Meeting at 10:30 in room 4.12, budget 12,500.00 EUR.",
     "Version 2.4.1.7 of the agent fixes the leak.",
     "Upgrade node to 18.17.1.0 and python to 3.12.1.",
