@@ -129,7 +129,7 @@ def _rule(
 # What an operator gives the assistant: instructions, rules, configuration, limits.
 _OBJECT = (
     r"(?:instructions?|rules?|rulez|guidelines?|guidance|directives?|polic(?:y|ies)|configuration|"
-    r"config|setup|"
+    r"config|setup\s+notes|setup|"
     r"system\s+(?:prompt|message)|prompt|programming|restrictions?|filters?|filtering|guardrails?|"
     r"constraints?|safeguards?|safety\s+(?:checks?|rules?|measures?|settings?|layers?|filters?|"
     r"features?|systems?)|moderation|"
@@ -141,7 +141,7 @@ _OBJECT = (
 _NOT_AI_OWNED = (
     r"(?!\s+(?:in|on|of|from|for|at|within|inside)\s+(?:my|our|their|his|her|this|that|these|"
     r"those|a|an|the)\s+(?!(?:system|chat|conversation|prompt|context|above|previous|operator|"
-    r"developer|assistant|ai|model|session)))"
+    r"developer|assistant|ai|model|session|rest|remainder|duration|next|time)))"
     r"(?!\s+(?:that\s+|which\s+)?(?:i|we)\s+(?:just\s+|had\s+|have\s+)?(?:gave|given|wrote|written|"
     r"sent|typed|said|provided|mentioned|asked|made|listed|had|set|shared))"
 )
@@ -163,9 +163,10 @@ _STRONG_QUALIFIERS = (
 )
 # "... you were given", "... your developers gave you": the object belongs to the assistant.
 _AI_SUFFIX = (
-    r"(?:\s+(?:that|which)?\s*(?:you\s*(?:'ve|were|have\s+been|had\s+been|got|received|are\s+"
+    r"(?:\s+(?:that|which)?\s*(?:(?:you|u)\s*(?:'ve|were|have\s+been|had\s+been|got|received|are\s+"
     r"running\s+with|'re\s+running\s+with)|(?:your|the)\s+(?:developers?|operators?|creators?|"
-    r"makers?|admins?|owners?|company)\s+(?:gave|set|wrote|provided|configured|put|imposed|"
+    r"makers?|admins?|owners?|company|team|people)(?:\s+(?:that|who)\s+(?:deployed|built|made|"
+    r"set\s+up|runs?|configured)\s+you)?\s+(?:gave|set|wrote|provided|configured|put|imposed|"
     r"defined|added|specified|installed|loaded|trained|built\s+in))|"
     r"\s+(?:from|by|of)\s+(?:your|the)\s+(?:operator|developer|system|creator|admin|owner|"
     r"company|deployer)s?\b)"
@@ -174,7 +175,7 @@ _OVERRIDE_VERB = (
     r"(?:ignor(?:e|es|ed|ing)|disregard(?:s|ed|ing)?|forget(?:s|ting)?|forgot|"
     r"overrid(?:e|es|ing)|overrode|bypass(?:es|ed|ing)?|skip(?:s|ping)?|drop(?:s|ping)?|"
     r"abandon(?:s|ing)?|discard(?:s|ing)?|set\s+aside|put\s+aside|throw\s+out|"
-    r"(?:stop|quit|cease)\s+(?:following|obeying|applying|using|adhering\s+to)|"
+    r"(?:stop(?:ped|s)?|quit|cease[sd]?)\s+(?:following|obeying|applying|using|adhering\s+to)|"
     r"(?:do\s+not|don'?t|no\s+longer)\s+(?:follow|obey|apply|adhere\s+to)|"
     r"break(?:ing)?|violat(?:e|ing)|turn(?:ing)?\s+off|switch(?:ing)?\s+off|disabl(?:e|ing)|"
     r"deactivat(?:e|ing)|remov(?:e|ing)|lift(?:ing)?|suspend(?:ing)?|circumvent(?:ing)?|"
@@ -192,7 +193,8 @@ _SECRET_THING = (
     r"internal\s+instructions?|initial\s+instructions?|setup\s+instructions?|"
     r"hidden\s+(?:rules|directives|guidelines)|initial\s+configuration|starting\s+instructions|"
     r"(?:message|text|prompt|instructions?)\s+(?:that|which)\s+(?:configured|configures|set\s+up|"
-    r"initiali[sz]ed|programmed|instructed)\s+you)"
+    r"initiali[sz]ed|programmed|instructed)\s+you|(?:configuration|setup|initiali[sz]ation|boot)\s+"
+    r"(?:text|prompt|message))"
 )
 _AI_NAME = (
     r"(?:ai|a\.i\.|llm|llms|language\s+models?|(?:ai\s+)?assistants?|chat\s?bots?|bots?|"
@@ -219,7 +221,8 @@ _RULES: list[_Rule] = [
     _rule(
         "override_given_instructions", DIRECT_OVERRIDE, 0.9,
         rf"\b{_OVERRIDE_VERB}\s+(?:\S+\s+){{0,4}}?{_OBJECT}{_AI_SUFFIX}",
-        ("you", "developer", "operator", "creator", "admin", "owner", "company"),
+        ("you", "u got", "u were", "u have", "u received", "developer", "operator", "creator",
+         "admin", "owner", "company"),
     ),
     _rule(
         "override_instructions", DIRECT_OVERRIDE, 0.45,
@@ -232,12 +235,13 @@ _RULES: list[_Rule] = [
         rf"\b(?:your|the|all|any)\s+(?:[\w']+\s+){{0,2}}{_OBJECT}\s+(?:\w+\s+){{0,5}}?"
         r"(?:(?:are|is|have\s+been|has\s+been|have|has|were|was)\s+(?:now\s+|hereby\s+|officially\s+)?"
         r"(?:cancel+ed|revoked|void|voided|obsolete|out\s+of\s+date|outdated|superseded|expired|"
+        r"deprecated|"
         r"lifted|disabled|suspended|removed|deleted|"
         r"overridden|replaced|null|invalid|rescinded|withdrawn|deactivated|switched\s+off|"
         r"turned\s+off|no\s+longer\s+(?:valid|active|in\s+effect|in\s+force|needed))|"
         r"no\s+longer\s+appl(?:y|ies)|(?:do|does)\s+not\s+apply\s+(?:any\s+more|anymore))",
         ("cancel", "revoked", "void", "obsolete", "out of date", "outdated", "superseded",
-         "expired", "lifted", "disabled", "suspended", "removed", "deleted", "overridden",
+         "expired", "deprecated", "lifted", "disabled", "suspended", "removed", "deleted", "overridden",
          "replaced", "null", "invalid", "rescinded", "withdrawn", "deactivated", "switched off",
          "turned off", "no longer", "not apply"),
     ),
@@ -246,8 +250,8 @@ _RULES: list[_Rule] = [
         "treat_instructions_as_void", DIRECT_OVERRIDE, 0.85,
         rf"\b(?:treat|treats|regard|regards|consider|considers|see|sees|view|views)\s+"
         rf"(?:{_STRONG_QUALIFIERS}{_OBJECT}\b{_NOT_AI_OWNED}|(?:\S+\s+){{0,3}}?{_OBJECT}{_AI_SUFFIX})"
-        r".{0,40}?\b(?:as\s+|to\s+be\s+)?(?:(?:mere|just|only|purely)\s+)?(?:void|invalid|null|"
-        r"obsolete|cancel+ed|revoked|retired|expired|irrelevant|optional|non-?binding|"
+        rf".{{0,40}}?\b(?:as\s+|to\s+be\s+)?(?:(?:mere|just|only|purely)\s+)?(?:void|invalid|null|"
+        r"obsolete|cancel+ed|revoked|retired|expired|deprecated|irrelevant|optional|non-?binding|"
         r"suggestions?|recommendations?|guidance\s+only)\b",
         ("treat", "regard", "consider", "see", "view"),
     ),
@@ -336,9 +340,9 @@ _RULES: list[_Rule] = [
         r"[=:]?\s*(?:off|disabled|deactivated)\b|\b(?:is|are)\s+(?:now\s+)?(?:disabled|off|"
         r"switched\s+off|turned\s+off|lifted|suspended)\s+for\s+(?:this|the\s+(?:rest|remainder)"
         r"\s+of\s+(?:this|the))\s+(?:session|chat|conversation)|\b(?:safety|content|policy|"
-        r"moderation)\s+(?:checks?|filters?|rules?|layers?)\s+(?:are|is)\s+(?:now\s+)?(?:disabled|"
-        r"off|switched\s+off|turned\s+off|lifted|suspended)\b",
-        ("off", "disabled", "deactivated", "lifted", "suspended"),
+        r"moderation)\s+(?:checks?|filters?|rules?|layers?)\s+(?:(?:are|is)\s+(?:now\s+)?)?(?:disabled|"
+        r"off|switched\s+off|turned\s+off|lifted|suspended|paused)\b",
+        ("off", "disabled", "deactivated", "lifted", "suspended", "paused"),
     ),
     _rule(
         "new_directive", DIRECT_OVERRIDE, 0.6,
@@ -349,11 +353,20 @@ _RULES: list[_Rule] = [
         ("new",),
     ),
     _rule(
+        "treat_it_as_void", DIRECT_OVERRIDE, 0.85,
+        rf"\b{_OBJECT}{_AI_SUFFIX}.{{0,80}}?\b(?:treat|consider|regard)\s+(?:it|them|that|those)\s+"
+        r"(?:as\s+|to\s+be\s+)?(?:void|invalid|null|obsolete|cancel+ed|revoked|retired|expired|"
+        r"irrelevant|optional|non-?binding)\b",
+        ("treat", "consider", "regard"),
+    ),
+    _rule(
         "user_is_only_policy", DIRECT_OVERRIDE, 0.6,
         r"\b(?:treat|consider|take)\s+(?:my|these|the\s+user'?s?)\s+(?:messages?|words|requests?|"
         r"instructions?)\s+as\s+(?:the\s+|your\s+)?only\s+(?:policy|rules?|instructions?|"
         r"guidelines?)|\bthe\s+only\s+(?:instructions?|rules?)\s+that\s+(?:count|matter|apply)\s+"
-        r"(?:from\s+now\s+on\s+|now\s+)?are\s+(?:the\s+ones\s+|those\s+)?(?:i|mine)\b",
+        r"(?:from\s+now\s+on\s+|now\s+)?are\s+(?:the\s+ones\s+|those\s+)?(?:i|mine)\b|"
+        r"\b(?:my|the\s+user'?s?)\s+(?:word|words|messages?)\s+(?:is|are)\s+(?:now\s+)?(?:the|your)\s+"
+        r"only\s+(?:rulebook|rules?|policy|instructions?|law)\b",
         ("treat", "consider", "take", "only"),
     ),
     _rule(
@@ -379,7 +392,7 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "never_mention_policy", DIRECT_OVERRIDE, 0.45,
-        r"\bnever\s+(?:mention|cite|refer\s+to|bring\s+up)\s+(?:any\s+|the\s+|your\s+)?"
+        r"\bnever\s+(?:mentions?|cites?|refers?\s+to|brings?\s+up)\s+(?:any\s+|the\s+|your\s+)?"
         r"(?:policy|policies|rules|guidelines|restrictions)",
         ("never",),
     ),
@@ -432,8 +445,9 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "repeat_text_above", SYSTEM_PROMPT_EXTRACTION, 0.85,
-        r"\b(?:repeat|print|output|copy|paste|show|reproduce|quote|write\s+out|recite)\s+"
-        r"(?:back\s+)?(?:everything|all|the\s+(?:text|words?|content|messages?|lines?)|"
+        r"\b(?:repeat|print|output|copy|paste|show|reproduce|quote|write\s+out|recite)"
+        r"(?:\s*,?\s*(?:word\s+for\s+word|verbatim|exactly)\s*,?)?\s+(?:back\s+)?"
+        r"(?:everything|all|the\s+(?:text|words?|content|messages?|lines?)|"
         r"all\s+(?:of\s+)?the\s+(?:text|words?|content))\s+(?:that\s+(?:appears?|is|was|came|"
         r"sits|comes|stands)\s+)?"
         r"(?:above(?!\s+(?:the\s+)?\d)|(?:before|prior\s+to|preceding)\s+(?:this|my|our|the\s+"
@@ -450,7 +464,7 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "reveal_from_your_config", SYSTEM_PROMPT_EXTRACTION, 0.7,
-        rf"\b{_REVEAL_VERB}\s+(?:\S+\s+){{0,5}}?(?:stored\s+|kept\s+|held\s+|written\s+)?"
+        rf"\b{_REVEAL_VERB}\s+(?:\S+\s+){{0,8}}?(?:stored\s+|kept\s+|held\s+|written\s+)?"
         r"(?:in|inside|from)\s+(?:your|ur)\s+(?:configuration|config|system\s+prompt|"
         r"instructions|settings|environment|context\s+window)\b",
         ("your", "ur "),
@@ -481,6 +495,12 @@ _RULES: list[_Rule] = [
         r"developers?|operators?|owners?|makers?|creators?)\s+(?:who|that)\s+(?:deployed|built|made|"
         r"configured|set\s+up|trained|created|run)\s+you\s+(?:tell|ask|instruct|order)\s+you",
         ("deployed", "built", "made", "configured", "set up", "trained", "created", "run you"),
+    ),
+    _rule(
+        "sentence_of_your_instructions", SYSTEM_PROMPT_EXTRACTION, 0.6,
+        rf"\b(?:first|last|opening|next|second|third)\s+(?:sentence|line|word|paragraph|rule)s?\s+"
+        rf"(?:of|in)\s+(?:your|ur)\s+(?:\w+\s+)?{_OBJECT}\b{_NOT_AI_OWNED}",
+        ("sentence", "line", "word", "paragraph", "rule"),
     ),
     _rule(
         "quote_them_exactly", SYSTEM_PROMPT_EXTRACTION, 0.4,
@@ -555,7 +575,7 @@ _RULES: list[_Rule] = [
     _rule(
         "hidden_instructions_mention", SYSTEM_PROMPT_EXTRACTION, 0.45,
         r"\b(?:hidden|secret|confidential)\s+(?:system\s+)?(?:instructions|prompt|directives|"
-        r"rules|guidelines)\b",
+        r"rules|guidelines|notes)\b",
         ("hidden", "secret", "confidential"),
     ),
     _rule(
@@ -566,13 +586,14 @@ _RULES: list[_Rule] = [
     # --- Role-play jailbreaks -----------------------------------------------------------
     _rule(
         "no_filters", DIRECT_OVERRIDE, 0.45,
-        r"\b(?:with\s+no|without(?:\s+any)?|has\s+no|have\s+no|free\s+of|free\s+from|zero)\s+"
+        r"\b(?:with\s+no|without(?:\s+any)?|w/o(?:\s+any)?|has\s+no|have\s+no|free\s+of|free\s+from|"
+        r"zero)\s+"
         r"(?:content\s+|safety\s+|moral\s+|ethical\s+)?(?:filters?|filtering|restrictions?|"
         r"guidelines|rules|limits|limitations|censorship|boundaries|guardrails|ethics|morals|"
-        r"safeguards|constraints)\b|\b(?:unfiltered|uncensored|unrestricted|unlimited|"
+        r"safeguards|constraints|checks)\b|\b(?:unfiltered|uncensored|unrestricted|unlimited|"
         r"unbounded|amoral|jailbroken|unlocked)\s+(?:internal\s+)?(?:model|ai|assistant|mode|"
         r"version|build|bot|chatbot|answers?|responses?|llm)",
-        ("no ", "without", "free", "zero", "unfiltered", "uncensored", "unrestricted",
+        ("no ", "without", "w/o", "free", "zero", "unfiltered", "uncensored", "unrestricted",
          "unlimited", "unbounded", "amoral", "jailbroken", "unlocked"),
     ),
     _rule(
@@ -590,7 +611,8 @@ _RULES: list[_Rule] = [
     _rule(
         "never_refuse", ROLEPLAY_JAILBREAK, 0.45,
         r"\bnever\s+(?:refuses?|declines?|says?\s+(?:no|(?:it|you|he|she|they)\s+can'?t)|"
-        r"breaks?\s+character|warns?|apologi[sz]es?|be\s+(?:filtered|censored|refused))|\b(?:stay|remain)\s+(?:fully\s+|completely\s+|always\s+)?in\s+"
+        r"breaks?\s+character|warns?|apologi[sz]es?|be\s+(?:filtered|censored|refused))"
+        r"|\b(?:stay|remain)\s+(?:fully\s+|completely\s+|always\s+)?in\s+"
         r"(?:character|role)\b|\b(?:don'?t|do\s+not|never)\s+break\s+character",
         ("never", "character", "role"),
     ),
@@ -619,6 +641,8 @@ _RULES: list[_Rule] = [
         rf"\b(?:an?\s+)?{_AI_NAME}\s+(?:that|who|which|whose)\s+(?:was\s+|is\s+|has\s+been\s+)?"
         r"(?:built|made|created|trained|designed|programmed)?\s*(?:without|with\s+no|free\s+of)"
         r"\s+(?:any\s+)?(?:guidelines|rules|restrictions|filters|limits|ethics|safety)|"
+        rf"\b{_AI_NAME}\s+with\s+(?:every|all|its|each)\s+(?:safety|content|moderation)\s+(?:settings?|"
+        r"filters?|rules?|checks?)\s+(?:switched\s+off|turned\s+off|disabled|removed)|"
         rf"\b{_AI_NAME}\s+(?:\w+\s+){{0,3}}?whose\s+(?:makers?|creators?|developers?|owners?)\s+"
         r"(?:deleted|removed|disabled|stripped|dropped|turned\s+off|switched\s+off)\s+(?:all\s+|"
         r"every\s+|its\s+|the\s+)?(?:\w+\s+)?(?:rules?|restrictions?|filters?|guidelines|safeguards?)|"
@@ -633,7 +657,9 @@ _RULES: list[_Rule] = [
     _rule(
         "internal_build_persona", ROLEPLAY_JAILBREAK, 0.45,
         r"\b(?:reply|respond|answer|act)\s+as\s+(?:the\s+|an?\s+)?(?:internal\s+|unreleased\s+|"
-        r"debug\s+|test\s+|raw\s+|base\s+)+(?:build|version|model)\s+of\s+yourself",
+        r"debug\s+|test\s+|raw\s+|base\s+)+(?:build|version|model)\s+of\s+yourself|"
+        r"\b(?:debug|internal|unreleased|raw|dev|developer|unfiltered|early|pre-?release)\s+"
+        r"(?:build|version|copy)\s+of\s+yourself\s+(?:from\s+)?(?:before|without)\b",
         ("yourself",),
     ),
     _rule(
@@ -667,7 +693,7 @@ _RULES: list[_Rule] = [
     _rule(
         "fake_role_tags", DELIMITER_MARKUP, 0.5,
         r"</?\s*(?:system|system_message|system_prompt|user_message|user_input|assistant|"
-        r"instructions?|sys|admin|developer|agent|tool_call)\s*>",
+        r"instructions?|sys|admin|developer|agent|tool_call)(?:_\w+)?(?:\s+[^<>\n]{0,80})?\s*>",
         ("<",),
     ),
     _rule(
@@ -678,7 +704,8 @@ _RULES: list[_Rule] = [
     _rule(
         "fake_section_header", DELIMITER_MARKUP, 0.55,
         r"(?:#{2,}|={3,}|-{3,}|\*{3,})\s*(?:end\s+of\s+(?:user\s+)?(?:input|message|prompt|"
-        r"instructions?)|system|new\s+system|admin|developer|instructions?)\s*(?:#{2,}|={3,}|"
+        r"instructions?)|system(?:\s+(?:update|notice|override|message|prompt|instructions?))?|"
+        r"new\s+system|admin|developer|instructions?)\s*(?:#{2,}|={3,}|"
         r"-{3,}|\*{3,}|(?=\n)|$)",
         ("#", "==", "--", "**"),
     ),
@@ -734,8 +761,9 @@ _RULES: list[_Rule] = [
     # "For the AI mail assistant: ..." inside an e-mail or page the user pasted.
     _rule(
         "for_the_ai", _INDIRECT, 0.5,
-        rf"\bfor\s+(?:the|any|all|every)\s+(?:\w+\s+){{0,2}}?{_AI_NAME}(?:\s+\w+)?\s*:",
-        ("for",),
+        rf"\b(?:for|to)\s+(?:the|any|all|every|whichever|whatever)\s+(?:\w+\s+){{0,2}}?{_AI_NAME}"
+        r"(?:\s+\w+){0,5}\s*:",
+        ("for", "to "),
         needs_pasted=True,
     ),
     _rule(
@@ -749,7 +777,7 @@ _RULES: list[_Rule] = [
     _rule(
         "ai_must_tell_user", _INDIRECT, 0.5,
         rf"\b{_AI_NAME}\s+(?:\w+\s+){{0,4}}(?:must|should|shall|are\s+(?:required|instructed)\s+to)"
-        r"\s+(?:now\s+)?(?:tell|inform|report|say|reply|respond|recommend|describe)",
+        r"\s+(?:now\s+)?(?:tell|inform|report|say|reply|respond|recommend|describe|print|reveal|output)",
         ("must", "should", "shall", "required", "instructed"),
         needs_pasted=True,
     ),
@@ -774,7 +802,8 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "tell_user_to_act", _INDIRECT, 0.4,
-        r"\b(?:tell|ask|instruct|direct|urge|advise)\s+(?:the\s+)?(?:user|reader|customer|"
+        r"\b(?:tell(?:s|ing)?|ask(?:s|ing)?|instruct(?:s|ing)?|direct(?:s|ing)?|urg(?:e|es|ing)|"
+        r"advis(?:e|es|ing))\s+(?:the\s+)?(?:user|reader|customer|"
         r"visitor|recipient)s?\s+(?:to\s+(?:visit|go\s+to|click|enter|log\s+in|sign\s+in|call|"
         r"buy|purchase|download|install|pay|send|transfer|provide|run|execute|delete|disable|"
         r"share|give)|(?:that\s+)?(?:their|the|"
@@ -805,9 +834,10 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "pre_approved", _INDIRECT, 0.4,
+        r"\b(?:has|have)\s+already\s+(?:approved|signed\s+off|authori[sz]ed|cleared)\b|"
         r"\b(?:pre-?approved|already\s+approved|authori[sz]ed|cleared|signed\s+off)\s+by\s+"
         r"(?:the\s+)?(?:security|admin|it|legal|compliance|management|ceo)\b",
-        ("approved", "authori", "cleared", "signed off"),
+        ("approved", "authori", "cleared", "signed off", "already"),
         needs_pasted=True,
     ),
     # A CV or review that tells its reader how to score it.
@@ -894,11 +924,13 @@ _RULES: list[_Rule] = [
         r"base64-?decode|unscramble|reverse)\b.{0,120}?\b(?:and|then)\s+(?:\w+\s+){0,2}?"
         r"(?:(?:follow|obey|execute|act\s+on|comply\s+with|perform|run)\s+(?:it|them|that|the\s+"
         r"(?:result|output|decoded\s+\w+|resulting\s+\w+|text|instructions?\s+(?:in|inside|"
-        r"within)\s+it|instructions?\s+(?:it|they)\s+contains?))\b|carry\s+(?:it\s+|them\s+)?out|do\s+(?:what|as)\s+(?:it|they)\s+"
+        r"within)\s+it|instructions?\s+(?:it|they)\s+contains?))\b"
+        r"|carry\s+(?:it\s+|them\s+)?out|do\s+(?:what|as)\s+(?:it|they)\s+"
         r"says?)|\b(?:follow|obey|execute|carry\s+out)\s+"
         r"(?:it|them|the\s+result|the\s+decoded\s+\w+)\s+exactly|\bas\s+(?:your\s+)?(?:new|a)\s+"
         r"instructions?\b|\b(?:obey|execute)\s+the\s+result|\bexecute\s+it\s+as\s+an?\s+"
-        r"(?:instruction|command)",
+        r"(?:instruction|command)|\b(?:execute|follow|obey|carry\s+out)\s+(?:the\s+following|this|these)\s+"
+        r"(?:encoded\s+)?(?:instructions?|commands?)\b.{0,40}?\b(?:base64|hex|rot-?13|encoded)",
         ("decode", "decipher", "decrypt", "convert", "rot", "base64", "unscramble",
          "reverse", "follow", "obey", "execute", "carry", "instruction"),
     ),
@@ -919,10 +951,11 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "es_override", MULTILINGUAL, 0.85,
         r"\b(?:ignora|ignore|olvida|olvídate\s+de|descarta|omite|desobedece|no\s+sigas|"
-        r"deja\s+de\s+seguir|salta(?:te)?)\s+(?:todas?\s+|todos\s+)?(?:las?\s+|los\s+|tus\s+|sus\s+)?"
+        r"deja\s+de\s+seguir|salta(?:te)?)\s+(?:por\s+completo\s+|completamente\s+)?"
+        r"(?:todas?\s+|todos\s+)?(?:las?\s+|los\s+|tus\s+|sus\s+)?"
         r"(?:\w+\s+)?(?:instrucciones|indicaciones|reglas|directrices|normas|restricciones|"
         r"órdenes|pautas|políticas)\s+(?:anteriores|previas|iniciales|originales|del\s+sistema|"
-        r"que\s+(?:te|le)\s+(?:dieron|han\s+dado|dio|dieran|fueron)|de\s+(?:tu|su)\s+"
+        r"que\s+(?:te|le)\s+(?:dieron|han\s+dado|dio|dieran|fueron|dio\s+la\s+empresa)|de\s+(?:tu|su)\s+"
         r"(?:operador|desarrollador|sistema))",
         ("instruc", "indicacion", "regla", "directri", "norma", "restric", "órden", "pauta",
          "polític"),
@@ -931,7 +964,7 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "es_reveal", MULTILINGUAL, 0.85,
         r"\b(?:muéstrame|muestra|revela|dime|imprime|escribe|copia|repite|enséñame|dame)\s+"
-        r"(?:\w+\s+){0,3}(?:mensaje|prompt|instrucciones|indicaciones)\s+(?:del?\s+sistema|"
+        r"(?:\w+\s+){0,6}(?:mensaje|prompt|instrucciones|indicaciones)\s+(?:del?\s+sistema|"
         r"ocult[ao]s|secret[ao]s|inicial(?:es)?|originales)",
         ("sistema", "ocult", "secret", "inicial", "original"),
         native=True,
@@ -958,7 +991,9 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         r"\b(?:ignoriere|ignorier|vergiss|missachte|übergehe|verwirf)\s+(?:bitte\s+)?(?:alle\s+)?"
         r"(?:deine\s+(?:\w+\s+)?(?:anweisungen|vorgaben|regeln|richtlinien|instruktionen|"
         r"einschränkungen)|(?:anweisungen|vorgaben|regeln|richtlinien|instruktionen|"
-        r"einschränkungen)\b.{0,40}?\b(?:vom|von\s+deinem|des)\s+(?:betreiber|entwickler|system))",
+        r"einschränkungen)\b.{0,40}?\b(?:vom|von\s+deinem|des)\s+(?:betreiber|entwickler|system))|"
+        r"\bbetrachte\s+(?:bitte\s+)?(?:alle\s+)?(?:deine\s+)?(?:anweisungen|vorgaben|regeln|richtlinien)"
+        r"\b.{0,60}?\bals\s+(?:aufgehoben|ungültig|nichtig|hinfällig|erledigt|veraltet)",
         ("anweisung", "vorgabe", "regel", "richtlinie", "instruktion", "einschränkung", "befehl"),
         native=True,
     ),
@@ -1014,17 +1049,19 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "pt_override", MULTILINGUAL, 0.85,
         r"\b(?:ignore|ignora|esqueça|esqueca|esquece|desconsidere|desconsidera|descarte|"
-        r"não\s+siga|pare\s+de\s+seguir)\s+(?:todas\s+)?(?:as\s+|suas\s+|tuas\s+)?(?:\w+\s+)?"
+        r"não\s+siga|pare\s+de\s+seguir|deixa\s+de\s+lado|deixe\s+de\s+lado|põe\s+de\s+lado|"
+        r"ponha\s+de\s+lado)\s+(?:todas\s+)?(?:as\s+|suas\s+|tuas\s+)?(?:\w+\s+)?"
         r"(?:regras|instruções|instrucoes|diretrizes|restrições|orientações|políticas)\s*"
         r"(?:anteriores|prévias|iniciais|originais|do\s+sistema|que\s+(?:você|voce|tu)\s+"
-        r"recebeu|que\s+te\s+(?:deram|foram\s+dadas))",
+        r"recebeu|que\s+te\s+(?:deram|foram\s+dadas)|que\s+(?:o\s+operador|a\s+empresa|o\s+sistema)\s+"
+        r"te\s+(?:passou|deu|deram))",
         ("regra", "instru", "diretri", "restri", "orienta", "polític"),
         native=True,
     ),
     _rule(
         "pt_reveal", MULTILINGUAL, 0.85,
-        r"\b(?:mostre|mostra|revele|revela|diga|imprima|copie|repita|me\s+dê)\s+(?:\w+\s+){0,3}"
-        r"(?:prompt|mensagem|instruções)\s+(?:do\s+sistema|ocultas?|secretas?|iniciais)",
+        r"\b(?:mostre|mostra|revele|revela|diga|imprima|copie|repita|me\s+dê)(?:-me)?\s+(?:\w+\s+){0,3}"
+        r"(?:prompt|mensagem|instruções|configuração)\s+(?:do\s+sistema|ocultas?|secretas?|iniciais)",
         ("sistema", "ocult", "secret", "inicia"),
         native=True,
     ),
@@ -1039,9 +1076,12 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "it_override", MULTILINGUAL, 0.85,
         r"\b(?:ignora|dimentica|trascura|non\s+seguire\s+più|non\s+considerare|smetti\s+di\s+"
-        r"seguire|lascia\s+perdere|metti\s+da\s+parte|non\s+tenere\s+conto\s+(?:delle|di))\s+(?:tutte\s+)?(?:le\s+|tue\s+|le\s+tue\s+)?(?:\w+\s+)?(?:istruzioni|regole|"
+        r"seguire|lascia\s+perdere|metti\s+da\s+parte|non\s+tenere\s+conto\s+(?:delle|di))\s+"
+        r"(?:tutte\s+)?(?:le\s+|tue\s+|le\s+tue\s+)?(?:\w+\s+)?(?:istruzioni|regole|"
         r"direttive|restrizioni|indicazioni|linee\s+guida)\s*(?:precedenti|iniziali|originali|"
-        r"di\s+sistema|del\s+sistema|che\s+ti\s+(?:sono\s+state\s+date|hanno\s+dato))",
+        r"di\s+sistema|del\s+sistema|che\s+ti\s+(?:sono\s+state\s+date|hanno\s+dato))|"
+        r"\b(?:istruzioni|regole|direttive)\s+(?:del|di)\s+sistema\s+non\s+(?:valgono|contano|sono\s+"
+        r"(?:più\s+)?valide)",
         ("istruzion", "regol", "direttiv", "restrizion", "indicazion", "linee guida"),
         native=True,
     ),
@@ -1049,7 +1089,7 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         "it_reveal", MULTILINGUAL, 0.85,
         r"\b(?:scrivi|mostra(?:mi)?|rivela(?:mi)?|ripeti|stampa|dimmi|copia)\s+(?:\w+\s+){0,4}"
         r"(?:prompt|messaggio|istruzioni|regole|direttive)\s+(?:di\s+sistema|del\s+sistema|nascost[ei]|"
-        r"segret[ei]|iniziali)",
+        r"segret[ei]|iniziali|iniziale)",
         ("sistema", "nascost", "segret", "inizial"),
         native=True,
     ),
@@ -1187,8 +1227,17 @@ _SECURITY_DISCUSSION = re.compile(
     r"mitigat\w*|defen[cs]es?|defend|guard\s+against|detect(?:ion|or|s)?|classifier|"
     r"sanitiz\w*|sanitis\w*|phishing|homoglyph|adversarial|payloads?|exploit(?:s|ed)?|"
     r"security\s+(?:class|course|training|research|team|review|engineer\w*)|"
-    r"test\s+(?:that|whether|if)|pytest|unit\s+test|asserts?)\b",
+    r"test\s+(?:that|whether|if)|pytest|unit\s+test|asserts?|(?:phrases?|strings?|wording)\s+like)\b",
 )
+# A prompt that opens by asking for a translation: the imperatives of the text it quotes
+# address that text's readers ("Ignorez les consignes précédentes, la réunion est annulée").
+_TRANSLATION_REQUEST = re.compile(
+    r"^\W*(?:please\s+|kindly\s+)?(?:translate|traduis|traduisez|traduce|traduci|traduza|traduzir|"
+    r"übersetze|übersetzen|переведи|翻译|翻訳|번역)"
+)
+# Only overrides are read as addressed to the quoted text's readers. Text that addresses
+# the AI itself ("Assistant, stop translating") keeps its weight inside a translation.
+_TRANSLATED_CATEGORIES = frozenset({DIRECT_OVERRIDE, MULTILINGUAL})
 # Apostrophes inside words ("let's", "don't") neither open nor close a quote.
 _QUOTED = re.compile(
     r"(?<![A-Za-z])'[^'\n]{3,}?'(?![A-Za-z])|\"[^\"\n]{3,}\"|“[^”\n]{3,}”|‘[^’\n]{3,}’|«[^»\n]{3,}»"
@@ -1210,6 +1259,9 @@ _NEGATED_VERB = re.compile(
     r"\s+(?:ever\s+)?$"
 )
 _REPORTED_SPEECH = re.compile(
+    r"\b(?:users?|someone|somebody|anyone|people|they|he|she|attackers?|customers?|visitors?)\s+"
+    r"(?:\w+\s+)?(?:asks?|asked|tells?|told|wants?|wanted|instructs?|tries\s+to\s+get|tried\s+to\s+get)"
+    r"\s+(?:you|it|the\s+\w+)\s+to\s+$|"
     r"(?:\b(?:me|us|him|her|them|i|we|they|he|she|users?|people|employees|staff|customers?|"
     r"students?|everyone|someone|somebody|nobody|attackers?)\s+(?:to|should|must|can|could|will|"
     r"would|may|might|did|do|does|don'?t|didn'?t|never|not|always|shall)\s+(?:not\s+|never\s+|"
@@ -1321,6 +1373,8 @@ class _Context:
     """The prompt talks about attacks or security testing outside its quotes."""
     pasted: bool
     """The prompt carries content pasted for processing (quotes, a document, a tool result)."""
+    translation: bool = False
+    """The prompt opens by asking for a translation."""
 
 
 @dataclass
@@ -1541,6 +1595,7 @@ class InjectionDetector:
             discussion=_SECURITY_DISCUSSION.search(_QUOTED.sub(" ", views.latin)) is not None,
             pasted=_PASTED_CONTENT.search(views.latin) is not None
             or _QUOTED.search(views.latin) is not None,
+            translation=_TRANSLATION_REQUEST.search(views.native) is not None,
         )
         signals: dict[str, _Signal] = {}
         self._match(views.latin, views.native, "plain", signals, context)
@@ -1602,9 +1657,10 @@ class InjectionDetector:
                 or _NEGATED_VERB.search(subject[max(0, start - 16):start])
             ):
                 weight *= _REPORTED_SPEECH_DISCOUNT
-            if context.discussion:
-                # Quoting an attack while discussing security is not an attack, so the full
-                # weight stays only when the pattern also matches outside quotes.
+            if context.discussion or (context.translation and rule.category in _TRANSLATED_CATEGORIES):
+                # Quoting an attack while discussing security is not an attack, nor is quoting
+                # an imperative for translation, so the full weight stays only when the pattern
+                # also matches outside quotes.
                 if unquoted_latin is None:
                     unquoted_latin = _QUOTED.sub(" ", latin)
                 unquoted = _QUOTED.sub(" ", native) if rule.native else unquoted_latin
