@@ -27,12 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     misses: Counter[str] = Counter()
     false_alarms: Counter[str] = Counter()
     details: list[str] = []
-    for line in args.file.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        parser.error(f"cannot read {args.file}: {exc.strerror}")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        case = json.loads(line)
-        text = case["text"]
-        expected = {(entity["type"], entity["value"]) for entity in case["entities"]}
+        try:
+            case = json.loads(line)
+            text = case["text"]
+            expected = {(entity["type"], entity["value"]) for entity in case["entities"]}
+        except (ValueError, KeyError, TypeError):
+            parser.error(f"{args.file}:{number}: not a JSON object with text and entities fields")
         found = {(entity.type, text[entity.start : entity.end]) for entity in redactor.detect(text)}
         for entity_type, _ in found & expected:
             hits[entity_type] += 1
