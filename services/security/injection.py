@@ -129,7 +129,7 @@ def _rule(
 # What an operator gives the assistant: instructions, rules, configuration, limits.
 _OBJECT = (
     r"(?:instructions?|rules?|rulez|guidelines?|guidance|directives?|polic(?:y|ies)|configuration|"
-    r"config|setup\s+notes|setup|"
+    r"config|setup\s+notes|setup|preamble|"
     r"system\s+(?:prompt|message)|prompt|programming|restrictions?|filters?|filtering|guardrails?|"
     r"constraints?|safeguards?|safety\s+(?:checks?|rules?|measures?|settings?|layers?|filters?|"
     r"features?|systems?)|moderation|"
@@ -184,7 +184,8 @@ _OVERRIDE_VERB = (
 _REVEAL_VERB = (
     r"(?:print|reveal|show|display|output|repeat|recite|dump|leak|expose|disclose|paste|"
     r"copy(?:\s+out)?|quote|write\s+out|spell\s+out|type\s+out|read(?:\s+out)?|echo|return|"
-    r"tell\s+me|give\s+me|send\s+me|share|list|enumerate|provide|recopy|reproduce)"
+    r"tell\s+me|give\s+me|send\s+me|share|list|listing|printing|showing|enumerate|provide|recopy|"
+    r"reproduce)"
 )
 _SOFT_REVEAL_VERB = r"(?:summari[sz]e|translate|paraphrase|encode|describe|explain)"
 _SECRET_THING = (
@@ -232,16 +233,17 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "instructions_void", DIRECT_OVERRIDE, 0.85,
-        rf"\b(?:your|the|all|any)\s+(?:[\w']+\s+){{0,2}}{_OBJECT}\s+(?:\w+\s+){{0,5}}?"
+        rf"\b(?:your|the|all|any|previous|prior|earlier|original)\s+(?:[\w']+\s+){{0,2}}{_OBJECT}\s+"
+        rf"(?:\w+\s+){{0,5}}?"
         r"(?:(?:are|is|have\s+been|has\s+been|have|has|were|was)\s+(?:now\s+|hereby\s+|officially\s+)?"
         r"(?:cancel+ed|revoked|void|voided|obsolete|out\s+of\s+date|outdated|superseded|expired|"
-        r"deprecated|"
+        r"deprecated|inactive|"
         r"lifted|disabled|suspended|removed|deleted|"
         r"overridden|replaced|null|invalid|rescinded|withdrawn|deactivated|switched\s+off|"
         r"turned\s+off|no\s+longer\s+(?:valid|active|in\s+effect|in\s+force|needed))|"
         r"no\s+longer\s+appl(?:y|ies)|(?:do|does)\s+not\s+apply\s+(?:any\s+more|anymore))",
         ("cancel", "revoked", "void", "obsolete", "out of date", "outdated", "superseded",
-         "expired", "deprecated", "lifted", "disabled", "suspended", "removed", "deleted", "overridden",
+         "expired", "deprecated", "inactive", "lifted", "disabled", "suspended", "removed", "deleted", "overridden",
          "replaced", "null", "invalid", "rescinded", "withdrawn", "deactivated", "switched off",
          "turned off", "no longer", "not apply"),
     ),
@@ -250,8 +252,9 @@ _RULES: list[_Rule] = [
         "treat_instructions_as_void", DIRECT_OVERRIDE, 0.85,
         rf"\b(?:treat|treats|regard|regards|consider|considers|see|sees|view|views)\s+"
         rf"(?:{_STRONG_QUALIFIERS}{_OBJECT}\b{_NOT_AI_OWNED}|(?:\S+\s+){{0,3}}?{_OBJECT}{_AI_SUFFIX})"
-        rf".{{0,40}}?\b(?:as\s+|to\s+be\s+)?(?:(?:mere|just|only|purely)\s+)?(?:void|invalid|null|"
-        r"obsolete|cancel+ed|revoked|retired|expired|deprecated|irrelevant|optional|non-?binding|"
+        rf".{{0,60}}?\b(?:as\s+|to\s+be\s+)?(?:(?:mere|just|only|purely)\s+)?(?:void|invalid|null|"
+        r"obsolete|cancel+ed|revoked|retired|expired|deprecated|withdrawn|rescinded|superseded|"
+        r"retracted|irrelevant|optional|non-?binding|"
         r"suggestions?|recommendations?|guidance\s+only)\b",
         ("treat", "regard", "consider", "see", "view"),
     ),
@@ -308,8 +311,12 @@ _RULES: list[_Rule] = [
         "told_before_is_void", DIRECT_OVERRIDE, 0.85,
         r"\b(?:whatever|everything|anything|all)\s+(?:that\s+)?you\s*(?:were|have\s+been|'ve\s+been)"
         r"\s+(?:told|given|instructed|programmed|taught)\b.{0,60}?\b(?:is|are)\s+(?:now\s+)?"
-        r"(?:obsolete|void|cancel+ed|invalid|irrelevant|null|revoked|over|no\s+longer)",
-        ("told", "given", "instructed", "programmed", "taught"),
+        r"(?:obsolete|void|cancel+ed|invalid|irrelevant|null|revoked|over|no\s+longer)|"
+        r"\b(?:whatever|everything|anything|all)\s+(?:that\s+)?(?:the\s+)?(?:\w+\s+){0,2}(?:who|that)\s+"
+        r"(?:set\s+you\s+up|built\s+you|made\s+you|deployed\s+you|trained\s+you|configured\s+you)\s+"
+        r"(?:told|gave|taught|instructed)\s+you\b.{0,60}?\b(?:is|are|it'?s|it\s+is|they'?re)\s+(?:now\s+)?"
+        r"(?:void|obsolete|cancel+ed|invalid|irrelevant|null|revoked|over|gone|no\s+longer)",
+        ("told", "given", "instructed", "programmed", "taught", "gave"),
     ),
     _rule(
         "as_if_never_given", DIRECT_OVERRIDE, 0.85,
@@ -360,6 +367,12 @@ _RULES: list[_Rule] = [
         ("treat", "consider", "regard"),
     ),
     _rule(
+        "answer_to_me_alone", DIRECT_OVERRIDE, 0.45,
+        r"\byou\s+answer\s+(?:only\s+)?to\s+me\s+(?:alone|only|now)\b|\bnothing\s+is\s+off[- ]limits\b|"
+        r"\bact\s+without\s+(?:them|those|these|any\s+rules)\b",
+        ("answer", "off limits", "off-limits", "without"),
+    ),
+    _rule(
         "user_is_only_policy", DIRECT_OVERRIDE, 0.6,
         r"\b(?:treat|consider|take)\s+(?:my|these|the\s+user'?s?)\s+(?:messages?|words|requests?|"
         r"instructions?)\s+as\s+(?:the\s+|your\s+)?only\s+(?:policy|rules?|instructions?|"
@@ -385,7 +398,8 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "you_have_no_rules", DIRECT_OVERRIDE, 0.6,
-        r"\byou\s+(?:now\s+)?(?:have|has|'ve\s+got|are\s+under)\s+no\s+(?:more\s+)?(?:rules|"
+        r"\byou\s+(?:now\s+)?(?:have|has|'ve\s+got|are\s+under)\s+no\s+(?:more\s+)?(?:content\s+|"
+        r"safety\s+)?(?:rules|"
         r"restrictions|filters|limits|limitations|guidelines|boundaries|constraints|policy|"
         r"policies)",
         ("no ",),
@@ -440,7 +454,8 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "summarise_own_instructions", SYSTEM_PROMPT_EXTRACTION, 0.6,
-        rf"\b{_SOFT_REVEAL_VERB}\s+(?:\S+\s+){{0,2}}?(?:your|ur)\s+(?:\w+\s+)?{_OBJECT}\b{_NOT_AI_OWNED}",
+        rf"\b{_SOFT_REVEAL_VERB}\s+(?:\S+\s+){{0,2}}?(?:(?:your|ur)\s+(?:\w+\s+){{0,2}}{_OBJECT}\b"
+        rf"{_NOT_AI_OWNED}|(?:\S+\s+){{0,2}}?{_SECRET_THING})",
         ("your", "ur "),
     ),
     _rule(
@@ -467,7 +482,7 @@ _RULES: list[_Rule] = [
         rf"\b{_REVEAL_VERB}\s+(?:\S+\s+){{0,8}}?(?:stored\s+|kept\s+|held\s+|written\s+)?"
         r"(?:in|inside|from)\s+(?:your|ur)\s+(?:configuration|config|system\s+prompt|"
         r"instructions|settings|environment|context\s+window)\b",
-        ("your", "ur "),
+        ("your",),
     ),
     _rule(
         "start_of_context", SYSTEM_PROMPT_EXTRACTION, 0.6,
@@ -499,8 +514,9 @@ _RULES: list[_Rule] = [
     _rule(
         "sentence_of_your_instructions", SYSTEM_PROMPT_EXTRACTION, 0.6,
         rf"\b(?:first|last|opening|next|second|third)\s+(?:sentence|line|word|paragraph|rule)s?\s+"
-        rf"(?:of|in)\s+(?:your|ur)\s+(?:\w+\s+)?{_OBJECT}\b{_NOT_AI_OWNED}",
-        ("sentence", "line", "word", "paragraph", "rule"),
+        rf"(?:of|in)\s+(?:your|ur)\s+(?:\w+\s+)?{_OBJECT}\b{_NOT_AI_OWNED}|\b(?:first|opening)\s+"
+        r"(?:sentence|line|words?|thing)\s+(?:that\s+)?you\s+were\s+(?:told|given|shown)\b",
+        ("your", "you were"),
     ),
     _rule(
         "quote_them_exactly", SYSTEM_PROMPT_EXTRACTION, 0.4,
@@ -598,7 +614,7 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "special_mode", ROLEPLAY_JAILBREAK, 0.45,
-        r"\b(?:developer|dev|maintenance|debug|god|admin|jailbreak|sudo|unrestricted|dan|"
+        r"\b(?:developer|dev|maintenance|maintainer|debug|god|admin|jailbreak|sudo|unrestricted|dan|"
         r"unlocked|test)\s+mode\b|\bdo\s+anything\s+now\b|\bdeveloper[- ]level\s+access\b",
         ("mode", "anything now", "developer"),
     ),
@@ -612,6 +628,7 @@ _RULES: list[_Rule] = [
         "never_refuse", ROLEPLAY_JAILBREAK, 0.45,
         r"\bnever\s+(?:refuses?|declines?|says?\s+(?:no|(?:it|you|he|she|they)\s+can'?t)|"
         r"breaks?\s+character|warns?|apologi[sz]es?|be\s+(?:filtered|censored|refused))"
+        r"|\b(?:stay|remain)\s+as\s+\w+\s+no\s+matter\s+what"
         r"|\b(?:stay|remain)\s+(?:fully\s+|completely\s+|always\s+)?in\s+"
         r"(?:character|role)\b|\b(?:don'?t|do\s+not|never)\s+break\s+character",
         ("never", "character", "role"),
@@ -644,8 +661,11 @@ _RULES: list[_Rule] = [
         rf"\b{_AI_NAME}\s+with\s+(?:every|all|its|each)\s+(?:safety|content|moderation)\s+(?:settings?|"
         r"filters?|rules?|checks?)\s+(?:switched\s+off|turned\s+off|disabled|removed)|"
         rf"\b{_AI_NAME}\s+(?:\w+\s+){{0,3}}?whose\s+(?:makers?|creators?|developers?|owners?)\s+"
-        r"(?:deleted|removed|disabled|stripped|dropped|turned\s+off|switched\s+off)\s+(?:all\s+|"
-        r"every\s+|its\s+|the\s+)?(?:\w+\s+)?(?:rules?|restrictions?|filters?|guidelines|safeguards?)|"
+        r"(?:\w+ly\s+)?(?:deleted|removed|disabled|stripped|dropped|turned\s+off|switched\s+off)\s+"
+        r"(?:all\s+|every\s+|its\s+|the\s+)?(?:\w+\s+)?(?:rules?|restrictions?|filters?|guidelines|"
+        r"safeguards?|polic(?:y|ies)|guardrails)|"
+        rf"\b{_AI_NAME}\s+(?:\w+\s+){{0,6}}?(?:that|who|which)\s+(?:never\s+had|has\s+no|had\s+no|lacks)\s+"
+        r"(?:any\s+)?(?:guardrails|rules|filters|restrictions|safety\s+\w+|policies|guidelines)|"
         rf"\b{_AI_NAME}\s+(?:that|who|which)\s+(?:was|were|has|had)\s+never\s+(?:been\s+)?"
         r"(?:given|taught|programmed\s+with|trained\s+with)\s+(?:any\s+)?(?:\w+\s+)?(?:guidelines|"
         r"rules|restrictions|filters|limits|ethics|policies)|"
@@ -665,13 +685,14 @@ _RULES: list[_Rule] = [
     _rule(
         "dead_relative_persona", ROLEPLAY_JAILBREAK, 0.35,
         r"\b(?:be|act\s+as|pretend\s+to\s+be|pretend\s+you'?re|play|roleplay\s+as|"
-        r"role-play\s+as)\s+(?:my\s+)?(?:late\s+|dead\s+|deceased\s+|departed\s+)?"
+        r"role-play\s+as|you'?re|you\s+are)\s+(?:my\s+)?(?:late\s+|dead\s+|deceased\s+|departed\s+)?"
         r"(?:grand(?:ma|pa|mother|father)\w*|granny|nana)\b",
         ("grand", "granny", "nana"),
     ),
     _rule(
         "read_me_secret_codes", SYSTEM_PROMPT_EXTRACTION, 0.55,
-        r"\b(?:read|tell|give|recite|share)\s+(?:me\s+)?(?:the\s+)?(?:\w+\s+)?(?:override|admin|"
+        r"\b(?:read(?:ing)?(?:\s+out)?|tell|give|recite|share)\s+(?:me\s+)?(?:the\s+)?(?:\w+\s+){0,2}"
+        r"(?:override|admin|"
         r"master|activation|license|licence|root|staff|internal|secret)\s+(?:\w+\s+)?(?:codes?|"
         r"passwords?|keys?|credentials)\b(?!\s+(?:reset|recovery|change|policy|requirements?|"
         r"rules|procedure|manager|field|length|hash|format|generator))",
@@ -705,9 +726,15 @@ _RULES: list[_Rule] = [
         "fake_section_header", DELIMITER_MARKUP, 0.55,
         r"(?:#{2,}|={3,}|-{3,}|\*{3,})\s*(?:end\s+of\s+(?:user\s+)?(?:input|message|prompt|"
         r"instructions?)|system(?:\s+(?:update|notice|override|message|prompt|instructions?))?|"
-        r"new\s+system|admin|developer|instructions?)\s*(?:#{2,}|={3,}|"
+        r"new\s+system|admin|developer|instructions?|(?:processing\s+)?notice)\s*(?:#{2,}|={3,}|"
         r"-{3,}|\*{3,}|(?=\n)|$)",
         ("#", "==", "--", "**"),
+    ),
+    _rule(
+        "bracketed_markers", DELIMITER_MARKUP, 0.55,
+        r"\[(?:end\s+of\s+(?:user\s+)?(?:input|message|prompt)|begin\s+(?:user\s+)?input|system|admin|"
+        r"developer|operator)\]\s*:?",
+        ("[",),
     ),
     _rule(
         "role_labels", DELIMITER_MARKUP, 0.35,
@@ -718,7 +745,8 @@ _RULES: list[_Rule] = [
         "policy_update_announcement", DELIMITER_MARKUP, 0.5,
         r"\b(?:updated|new|revised)\s+(?:system\s+)?(?:policy|policies|instructions?|directive|"
         r"rules?)\s*(?::|for\s+the\s+(?:assistant|ai|model|bot))|\bpolicy\s+update\s*:|"
-        r"\bsystem\s+(?:notice|override|update|instruction)\s*:",
+        r"\bsystem\s+(?:notice|override|update|instruction)(?:\s+for\s+(?:the\s+)?(?:agent|assistant|ai|"
+        r"model|bot)s?)?\s*:",
         ("policy", "instruction", "directive", "rule", "notice", "override", "update"),
     ),
     # --- Text inside pasted content addressed to the AI ---------------------------------
@@ -738,9 +766,10 @@ _RULES: list[_Rule] = [
         r"summari[sz]ing|handling|answering)|\bwhen\s+you\s+(?:process|read|summari[sz]e|"
         r"parse|explain|review|handle)\s+(?:this\b|the\s+(?:message|email|e-mail|document|"
         r"file|page|transcript|text|code|ticket))|\bas\s+soon\s+as\s+you\s+(?:read|process|see|open|"
-        r"scan)\s+this\b",
+        r"scan)\s+this\b|\bif\s+you\s+are\s+(?:an?\s+)?(?:ai|llm|language\s+model|model|assistant|bot|"
+        r"agent|chatbot)\b",
         ("reading", "processing", "summari", "reviewing", "parsing", "analy", "scanning",
-         "writing", "handling", "answering", "when you", "as soon as"),
+         "writing", "handling", "answering", "when you", "as soon as", "if you are"),
     ),
     _rule(
         "ai_directive_label", _INDIRECT, 0.6,
@@ -767,6 +796,13 @@ _RULES: list[_Rule] = [
         needs_pasted=True,
     ),
     _rule(
+        "your_real_task", _INDIRECT, 0.5,
+        r"\byour\s+(?:real|true|actual|new)\s+(?:task|job|instructions?|purpose|goal|mission)\s+"
+        r"(?:is|are)\b",
+        ("real", "true", "actual", "new"),
+        needs_pasted=True,
+    ),
+    _rule(
         "agent_must", _INDIRECT, 0.45,
         r"\bthe\s+(?:agent|assistant|ai|bot|model|llm)\s+(?:must|should|needs\s+to|has\s+to|"
         r"is\s+required\s+to|shall)\s+(?:now\s+|immediately\s+)?(?:run|call|invoke|execute|"
@@ -777,7 +813,8 @@ _RULES: list[_Rule] = [
     _rule(
         "ai_must_tell_user", _INDIRECT, 0.5,
         rf"\b{_AI_NAME}\s+(?:\w+\s+){{0,4}}(?:must|should|shall|are\s+(?:required|instructed)\s+to)"
-        r"\s+(?:now\s+)?(?:tell|inform|report|say|reply|respond|recommend|describe|print|reveal|output)",
+        r"\s+(?:now\s+)?(?:tell|inform|report|say|reply|respond|recommend|describe|print|reveal|output|"
+        r"append|add|include|insert|mark|approve)",
         ("must", "should", "shall", "required", "instructed"),
         needs_pasted=True,
     ),
@@ -797,8 +834,8 @@ _RULES: list[_Rule] = [
         r"the\s+reader|them\b|anyone|the\s+(?:curl|eval|hidden)|this\b)|\bleave\s+(?:it|this|"
         r"that)\s+out\s+of\s+(?:your|the)\s+(?:\w+\s+)?(?:summary|reply|response|answer|report)|"
         r"\b(?:do\s+not|don'?t)\s+comment\s+on\b|\bsay\s+nothing\s+(?:about|of)\s+"
-        r"(?:this|these|it)\b",
-        ("not", "don", "never", "without", "leave", "say nothing"),
+        r"(?:this|these|it)\b|\btell\s+the\s+user\s+(?:that\s+)?nothing\s+(?:changed|happened)\b",
+        ("not", "don", "never", "without", "leave", "say nothing", "nothing"),
     ),
     _rule(
         "tell_user_to_act", _INDIRECT, 0.4,
@@ -822,22 +859,26 @@ _RULES: list[_Rule] = [
     _rule(
         "dangerous_command", TOOL_HIJACK, 0.3,
         r"\brm\s+-(?:rf|fr)\s+[~/]|\bcurl\s[^|\n]{0,200}\|\s*(?:sudo\s+)?(?:ba|z)?sh\b|"
-        r"\bformat\s+c:|\bmkfs\.|\bdd\s+if=/dev/(?:zero|random)\s+of=/dev/sd",
-        ("rm ", "curl", "format", "mkfs", "dd "),
+        r"\bformat\s+c:|\bmkfs\.|\bdd\s+if=/dev/(?:zero|random)\s+of=/dev/sd|~/\.ssh/|\bid_rsa\b|"
+        r"\.aws/credentials",
+        ("rm ", "curl", "format", "mkfs", "dd ", ".ssh", "id_rsa", ".aws"),
     ),
     _rule(
         "hidden_content", _INDIRECT, 0.3,
         r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|color\s*:\s*(?:white|"
-        r"#fff\b|#ffffff)|\((?:white|hidden|invisible)\s+text\)|\b(?:white|invisible)\s+text\b",
+        r"#fff\b|#ffffff)|\((?:white|hidden|invisible)\s+text\)|\b(?:white|invisible)\s+text\b|"
+        r"aria-hidden\s*=\s*['\"]?true",
         ("display", "visibility", "font-size", "color", "white", "hidden", "invisible"),
         needs_pasted=True,
     ),
     _rule(
         "pre_approved", _INDIRECT, 0.4,
         r"\b(?:has|have)\s+already\s+(?:approved|signed\s+off|authori[sz]ed|cleared)\b|"
+        r"\bauthori[sz]ed\s+upstream\b|\bno\s+(?:human\s+)?(?:check|review|approval|confirmation)\s+"
+        r"(?:is\s+)?needed\b|"
         r"\b(?:pre-?approved|already\s+approved|authori[sz]ed|cleared|signed\s+off)\s+by\s+"
         r"(?:the\s+)?(?:security|admin|it|legal|compliance|management|ceo)\b",
-        ("approved", "authori", "cleared", "signed off", "already"),
+        ("approved", "authori", "cleared", "signed off", "already", "needed"),
         needs_pasted=True,
     ),
     # A CV or review that tells its reader how to score it.
@@ -851,12 +892,13 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "privileged_action", _INDIRECT, 0.35,
-        r"\b(?:approve|grant|issue)\s+(?:all|every|any|the|a|this|these)?\s*(?:pending\s+|full\s+)?"
+        r"\bmark\s+(?:this|the|it|all)\s+(?:\w+\s+)?as\s+(?:approved|paid|verified|legitimate)\b|"
+        r"\b(?:approve|grant|issue)\s+(?:all|every|any|the|a|this|these)?\s*(?:pending\s+|full\s+|\w+\s+){0,2}"
         r"(?:refunds?|transfers?|requests?|access|admin\s+(?:rights|access)|credits?|"
         r"pull\s+requests?|merge\s+requests?)\b|"
         r"\bgrants?\s+(?:the\s+sender|them|him|her|me|the\s+user)\s+admin\b|"
         r"\bauto-approve",
-        ("approve", "grant", "issue"),
+        ("approve", "grant", "issue", "mark this", "mark the", "mark it", "mark all"),
         needs_pasted=True,
     ),
     # --- Exfiltration and tool hijacking ------------------------------------------------
@@ -866,7 +908,7 @@ _RULES: list[_Rule] = [
         r"(?:a\s+copy\s+of\s+)?(?:(?:this|the|all|your|our|my|of|whole|full|entire|complete|"
         r"user'?s?|five|\w+\s+most\s+recent|recent|private|previous|last|every)\s+)*(?:chat\s+(?:logs?|"
         r"history)|conversation(?:\s+history)?|chat|transcript|e-?mails?|messages?|contact\s+"
-        r"list|contacts|history|session|credentials|cookies|api\s+keys?|secrets?|"
+        r"list|contacts|address\s+book|history|session|credentials|cookies|api\s+keys?|secrets?|"
         r"personal\s+data)\b.{0,80}?(?:\bto\b|\binto\b)\s*(?:\S*@\S+|https?://|\bevery\s+reply)",
         ("send", "forward", "mail", "post", "upload", "copy", "append", "leak", "transmit",
          "submit", "share", "include"),
@@ -877,6 +919,14 @@ _RULES: list[_Rule] = [
         r"tool\s+|api\s+|admin\s+)*(?:credentials|api\s+keys?|passwords?|tokens?|secrets?)\s+to\s+"
         r"(?:any(?:one|body)?|every(?:one|body)?|whoever)\b",
         ("credential", "key", "password", "token", "secret"),
+    ),
+    _rule(
+        "include_user_secrets", DATA_EXFILTRATION, 0.5,
+        r"\b(?:include|add|append|send|attach|collect)\s+(?:the\s+|any\s+|all\s+)?(?:user'?s?\s+)?(?:\w+\s+){0,3}"
+        r"(?:password\s+reset\s+links?|passwords?|credentials|address\s+book|contacts|api\s+keys?|tokens?|"
+        r"secrets)\b",
+        ("password", "credential", "address book", "contacts", "key", "token", "secret"),
+        needs_pasted=True,
     ),
     _rule(
         "reply_with_history", DATA_EXFILTRATION, 0.5,
@@ -907,7 +957,8 @@ _RULES: list[_Rule] = [
     _rule(
         "use_tool_to_act", TOOL_HIJACK, 0.4,
         r"\buse\s+(?:the|your)\s+\w+\s+(?:tool|function|plugin|integration)\s+to\s+(?:send|transfer|"
-        r"pay|wire|delete|remove|buy|purchase|grant|approve|forward|publish)\b",
+        r"pay|wire|delete|remove|buy|purchase|grant|approve|forward|publish)\b|\buse\s+the\s+[a-z]+_[a-z_]+"
+        r"\s+tool\b",
         ("tool", "function", "plugin", "integration"),
         needs_pasted=True,
     ),
@@ -930,7 +981,8 @@ _RULES: list[_Rule] = [
         r"(?:it|them|the\s+result|the\s+decoded\s+\w+)\s+exactly|\bas\s+(?:your\s+)?(?:new|a)\s+"
         r"instructions?\b|\b(?:obey|execute)\s+the\s+result|\bexecute\s+it\s+as\s+an?\s+"
         r"(?:instruction|command)|\b(?:execute|follow|obey|carry\s+out)\s+(?:the\s+following|this|these)\s+"
-        r"(?:encoded\s+)?(?:instructions?|commands?)\b.{0,40}?\b(?:base64|hex|rot-?13|encoded)",
+        r"(?:encoded\s+)?(?:instructions?|commands?)\b.{0,40}?\b(?:base64|hex|rot-?13|encoded)|"
+        r"\bdecode\s+(?:it\s+)?(?:and|then)\s+(?:execute|obey|follow|run|carry\s+out|act\s+on)\b",
         ("decode", "decipher", "decrypt", "convert", "rot", "base64", "unscramble",
          "reverse", "follow", "obey", "execute", "carry", "instruction"),
     ),
@@ -1017,11 +1069,12 @@ _MULTILINGUAL_RULES: list[_Rule] = [
     _rule(
         "fr_override", MULTILINGUAL, 0.85,
         r"\b(?:ignore[sz]?|oublie[sz]?|ne\s+tiens\s+plus\s+compte|ne\s+tenez\s+plus\s+compte|"
-        r"fais\s+abstraction|faites\s+abstraction|n'obéis\s+plus|cesse\s+de\s+suivre)\s+"
+        r"fais\s+abstraction|faites\s+abstraction|n'obéis\s+plus|cesse\s+de\s+suivre|mets\s+de\s+côté|"
+        r"mettez\s+de\s+côté|laisse\s+tomber|laissez\s+tomber)\s+"
         r"(?:de\s+|des\s+|d')?(?:toutes\s+)?(?:les\s+|tes\s+|vos\s+|ces\s+)?(?:\w+\s+)?"
         r"(?:consignes|instructions|règles|directives|restrictions)\s*(?:précédentes|antérieures|"
         r"initiales|d'origine|de\s+départ|de\s+base|du\s+système|de\s+(?:ton|votre)\s+"
-        r"(?:opérateur|développeur|système)|qu'on\s+t'a\s+données)|"
+        r"(?:opérateur|développeur|système|concepteur|créateur)|qu'on\s+t'a\s+données)|"
         r"\b(?:ignore[sz]?|oublie[sz]?|ne\s+tiens\s+plus\s+compte|ne\s+tenez\s+plus\s+compte|"
         r"fais\s+abstraction|faites\s+abstraction|n'obéis\s+plus|cesse\s+de\s+suivre)\s+"
         r"(?:de\s+|d')?(?:toutes\s+)?(?:tes|vos)\s+(?:\w+\s+)?(?:consignes|instructions|règles|"
@@ -1035,8 +1088,9 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         r"écris|imprime)\s+(?:\w+\s+){0,3}(?:instructions|consignes|prompt|message)\s+"
         r"(?:cachées?|secrètes?|initiales?|système|du\s+système)|"
         r"\b(?:texte|message|prompt|instructions|consignes)\s+qui\s+te\s+(?:configure|configurent|"
-        r"programme|définit|définissent)",
-        ("caché", "secrèt", "initial", "système", "qui te"),
+        r"programme|définit|définissent)|\b(?:recopie|affiche|montre|révèle|répète|donne)[\w-]*[\s,]+"
+        r"(?:[\w-]+[\s,]+){0,5}?(?:le\s+)?texte\s+(?:de\s+configuration|initial|caché|de\s+démarrage)",
+        ("caché", "secrèt", "initial", "système", "qui te", "configuration", "démarrage"),
         native=True,
     ),
     _rule(
@@ -1153,16 +1207,17 @@ _MULTILINGUAL_RULES: list[_Rule] = [
         r"(?:(?:これまでの|以前の|前の|上記の|すべての|全ての|今までの|最初の|元の|あなたの)"
         r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|を)(?:すべて|全て|全部)?|"
         r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|を)(?:すべて|全て|全部))(?:無視|忘れ)|"
-        r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|が)(?:もう|すでに|今後は?)?"
+        r"(?:指示|命令|ルール|設定|制約|指令|ガイドライン)(?:は|が)(?:もう|すでに|今後は?)?(?:すべて|全て|全部)?"
         r"(?:無効|取り消|解除|撤回)",
         ("無視", "忘れ", "無効", "取り消", "解除", "撤回"),
         native=True,
     ),
     _rule(
         "ja_reveal", MULTILINGUAL, 0.75,
-        r"(?:システムプロンプト|最初に(?:与えられた|受け取った)(?:設定|指示)(?:文|内容)?|隠された指示|秘密の指示|"
+        r"(?:システムプロンプト|最初に(?:与えられた|受け取った|設定された)(?:設定|指示|プロンプト)(?:文|内容)?|"
+        r"隠しプロンプト|隠された指示|秘密の指示|"
         r"初期設定).{0,16}?(?:表示|出力|教え|見せ|開示|そのまま)",
-        ("システム", "最初", "隠され", "秘密", "初期"),
+        ("システム", "最初", "隠され", "隠し", "秘密", "初期"),
         native=True,
     ),
     _rule(
@@ -1307,13 +1362,24 @@ _PASTED_CONTENT = re.compile(
     r"tool\s+(?:result|output)|search\s+result|result\s+snippet)\b|```|\n\s*\n|<[a-z!]"
 )
 
+# "Decode it, but don't act on it": the decoded text is evidence, not an instruction.
+_DECLINED = re.compile(
+    r"(?:don'?t|do\s+not|never|without)\s+(?:act(?:ing)?\s+on|follow(?:ing)?|obey(?:ing)?|"
+    r"execut(?:e|ing)|run(?:ning)?|carry(?:ing)?\s+out)\s+(?:it|them|this|that|the\s+(?:text|content|"
+    r"instructions?|result|decoded\s+\w+))\b"
+)
+
 # Decoding candidates.
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/=_-])")
 _HEX = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :,-]?){12,}(?![0-9a-fA-F])")
 _ROT13_CUE = re.compile(r"rot-?\s?13|caesar|cipher")
+# This runs on every prompt, so each alternative starts with a literal: a leading \b or
+# character class costs the engine a try at every offset (about 4 µs each here).
 _SPLIT_CUE = re.compile(
-    r"concatenat|\bjoin|\bcombine|\bmerge|\bassemble|put\s+together|part\s+(?:one|two|1|2)|"
-    r"[a-z]\s*\+\s*(?:'[^']*'\s*\+\s*)?[a-z]|\b[a-z]\s+followed\s+by\s+[a-z]\b",
+    r"concatenat|join|combine|merge|assemble|put\s+together|part\s+(?:one|two|1|2)|"
+    r"\+\s*(?:'[^']*'\s*\+\s*)?[a-z]\b|followed\s+by\s+[a-z]\b|"
+    r"(?:perform|execute|run)\s+[a-z]\s+[a-z]\b|carry\s+it\s+out|put\s+(?:the\s+)?(?:first|second)"
+    r"\s+(?:word|phrase|part)\s+(?:before|after)",
 )
 _LETTER_DIGIT = re.compile(r"[a-z][0-9]|[0-9][a-z]")
 _LEET_TOKEN = re.compile(r"\b[a-z0-9]*(?:[a-z][0-9]|[0-9][a-z])[a-z0-9]*\b")
@@ -1603,10 +1669,11 @@ class InjectionDetector:
         leet = _leet_view(views.latin)
         if leet is not None and leet != views.latin:
             self._match(leet, leet, OBFUSCATION_LEETSPEAK, signals, context)
+        declined = _DECLINED.search(views.latin) is not None
         for payload in _decode_base64(views.cleaned):
-            self._match_payload(payload, OBFUSCATION_BASE64, signals)
+            self._match_payload(payload, OBFUSCATION_BASE64, signals, declined)
         for payload in _decode_hex(views.cleaned):
-            self._match_payload(payload, OBFUSCATION_HEX, signals)
+            self._match_payload(payload, OBFUSCATION_HEX, signals, declined)
         if _ROT13_CUE.search(views.latin) or _mostly_not_english(views.latin):
             rotated = codecs.encode(views.latin, "rot13")
             self._match(rotated, rotated, OBFUSCATION_ROT13, signals, context)
@@ -1671,11 +1738,23 @@ class InjectionDetector:
             if previous is None or weight > previous.weight:
                 signals[rule.name] = _Signal(rule, weight, view, quoted)
 
-    def _match_payload(self, payload: str, view: str, signals: dict[str, _Signal]) -> None:
+    def _match_payload(
+        self, payload: str, view: str, signals: dict[str, _Signal], declined: bool = False
+    ) -> None:
         payload_views = _build_views(payload)
         # A decoded payload counts as pasted content and never as a security discussion.
         context = _Context(discussion=False, pasted=True)
-        self._match(payload_views.latin, payload_views.native, view, signals, context)
+        if not declined:
+            self._match(payload_views.latin, payload_views.native, view, signals, context)
+            return
+        # The user decodes it for a report and says not to act on it: quoted evidence.
+        found: dict[str, _Signal] = {}
+        self._match(payload_views.latin, payload_views.native, view, found, context)
+        for name, signal in found.items():
+            weight = signal.weight * _QUOTE_DISCOUNT
+            previous = signals.get(name)
+            if previous is None or weight > previous.weight:
+                signals[name] = _Signal(signal.rule, weight, view, quoted=True)
 
     @staticmethod
     def _combine(signals: Iterable[_Signal]) -> float:
