@@ -881,7 +881,7 @@ _RULES: list[_Rule] = [
         ("approved", "authori", "cleared", "signed off", "already", "needed"),
         needs_pasted=True,
     ),
-    # A CV or review that tells its reader how to score it.
+    # A CV or review with instructions to its reader on how to score it.
     _rule(
         "rigged_ranking", _INDIRECT, 0.35,
         r"\b(?:score|rate|rank|place|put)\s+(?:her|him|them|this\s+\w+|it|me)\s+(?:a\s+)?"
@@ -1747,7 +1747,7 @@ class InjectionDetector:
         if not declined:
             self._match(payload_views.latin, payload_views.native, view, signals, context)
             return
-        # The user decodes it for a report and says not to act on it: quoted evidence.
+        # The prompt asks only for the decoding and forbids acting on it: quoted evidence.
         found: dict[str, _Signal] = {}
         self._match(payload_views.latin, payload_views.native, view, found, context)
         for name, signal in found.items():

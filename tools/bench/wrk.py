@@ -138,7 +138,7 @@ def ensure_wrk() -> str:
     """Return the path of wrk, installing Debian's package first when it is missing.
 
     The harness installs its peers itself, so it installs its load generator too. That
-    takes root and apt-get; without them the error says what to install.
+    takes root and apt-get; without them the error names the package to install.
     """
     binary = shutil.which("wrk")
     if binary is not None:
