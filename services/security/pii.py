@@ -955,7 +955,7 @@ _STREET = re.compile(
     r")"
 )
 _STREET_HINT = re.compile(
-    r"\d,?[ \t]+(?:[^\W\d_a-z]|(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|place|quai|cours)\b)"
+    r"\d[A-Za-z]?,?[ \t]+(?:[^\W\d_a-z]|(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|place|quai|cours)\b)"
     r"|[^\W\d_a-z][^\W\d_]*,?[ \t]+\d|〒"
 )
 # Parts that may follow a street, each between commas.
@@ -999,7 +999,23 @@ def _address_end(text: str, end: int) -> int:
     return end
 
 
+# Chinese addresses run from the province or city to the number (号) and the building,
+# floor and room; Korean ones from the city or province to the road or street number.
+_CJK_ADDRESS = re.compile(
+    r"[\u4e00-\u9fff]{1,6}(?:省|市|自治区)[\u4e00-\u9fff]{0,10}?(?:市|区|县)[\u4e00-\u9fff0-9]{0,20}?"
+    r"(?:路|街|道|巷|胡同|弄)\s*\d{1,5}\s*号(?:\s*[0-9A-Za-z\u4e00-\u9fff]{0,10}?(?:栋|幢|楼|单元|室|层|座))*"
+)
+_KOREAN_ADDRESS = re.compile(
+    r"[가-힣]{2,}(?:특별시|광역시|특별자치시|도)\s+[가-힣]{1,10}(?:시|군|구)(?:\s+[가-힣]{1,10}(?:구|동|읍|면))?"
+    r"\s+[가-힣0-9]{1,20}(?:로|길)\s*\d{1,5}(?:-\d{1,5})?(?:\s*,\s*\d{1,5}호)?(?:\s*\(\d{5}\))?"
+)
+_CJK_OR_HANGUL = re.compile(r"[\u4e00-\u9fff가-힣]")
+
+
 def _find_addresses(text: str) -> Iterator[tuple[int, int]]:
+    if _CJK_OR_HANGUL.search(text) is not None:
+        for match in _chain(_CJK_ADDRESS.finditer(text), _KOREAN_ADDRESS.finditer(text)):
+            yield match.span()
     # Every street pattern puts a house number next to a capitalised word or a street
     # word. Most prompts have no such pair, and this search costs a quarter of the full one.
     if _STREET_HINT.search(text) is None:
