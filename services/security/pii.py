@@ -923,6 +923,19 @@ def _find_person_names(text: str) -> Iterator[tuple[int, int]]:
     # Chinese self-introduction: 我叫 followed by a name of two to four characters.
     for match in re.finditer(r"我叫([\u4e00-\u9fff]{2,4})", text):
         yield match.start(1), match.end(1)
+    for match in _CJK_NAME_LABEL.finditer(text):
+        yield match.start(1), match.end(1)
+
+
+# Form labels for a name in Chinese, Japanese and Korean, with the name after the colon:
+# two to four Han characters (a space may part family and given name) or two to four
+# Hangul syllables.
+_CJK_NAME_LABEL = re.compile(
+    r"(?:姓名|收件人|联系人|申请人|氏名|お名前|名前|이름|성명|수령인|받는\s?사람)\s*[：:]\s*"
+    # Placeholders such as 未定 (not decided yet) or 匿名 (anonymous) are not names.
+    r"(?!未定|不明|なし|無し|未知|匿名|待定|未填|保密|미정|익명|없음)"
+    r"([\u4e00-\u9fff]{1,2}[ 　]?[\u4e00-\u9fff]{1,3}(?![\u4e00-\u9fff])|[가-힣]{2,4}(?![가-힣]))"
+)
 
 
 # ---------------------------------------------------------------------------
