@@ -925,8 +925,16 @@ def _find_person_names(text: str) -> Iterator[tuple[int, int]]:
         yield match.start(1), match.end(1)
     for match in _CJK_NAME_LABEL.finditer(text):
         yield match.start(1), match.end(1)
+    for match in _JAPANESE_FULL_NAME.finditer(text):
+        yield match.start(1), match.end(1)
 
 
+# A Japanese full name, family and given name parted by a space, before the honorific
+# 様, さん or 殿. Without the space the honorific also follows words such as お客 (customer)
+# or 皆 (everyone), so those are not read as names.
+_JAPANESE_FULL_NAME = re.compile(
+    r"(?<![\u4e00-\u9fff\u3040-\u30ff])([\u4e00-\u9fff]{1,3}[ 　][\u4e00-\u9fff\u3040-\u309f]{1,3})(?:様|さん|殿)"
+)
 # Form labels for a name in Chinese, Japanese and Korean, with the name after the colon:
 # two to four Han characters (a space may part family and given name) or two to four
 # Hangul syllables.
