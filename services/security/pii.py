@@ -925,8 +925,10 @@ def _find_person_names(text: str) -> Iterator[tuple[int, int]]:
         yield match.start(1), match.end(1)
     for match in _CJK_NAME_LABEL.finditer(text):
         yield match.start(1), match.end(1)
-    for match in _JAPANESE_FULL_NAME.finditer(text):
-        yield match.start(1), match.end(1)
+    # The pattern starts with a character class, so it runs only when an honorific occurs.
+    if "様" in text or "さん" in text or "殿" in text:
+        for match in _JAPANESE_FULL_NAME.finditer(text):
+            yield match.start(1), match.end(1)
 
 
 # A Japanese full name, family and given name parted by a space, before the honorific
