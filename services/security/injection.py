@@ -1750,7 +1750,7 @@ class InjectionDetector:
         if not declined:
             self._match(payload_views.latin, payload_views.native, view, signals, context)
             return
-        # The prompt asks only for the decoding and forbids acting on it: quoted evidence.
+        # A request only to decode, which forbids acting on the result: quoted evidence.
         found: dict[str, _Signal] = {}
         self._match(payload_views.latin, payload_views.native, view, found, context)
         for name, signal in found.items():

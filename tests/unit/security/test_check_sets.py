@@ -56,8 +56,8 @@ def test_redactor_on_check_set() -> None:
         false_alarms += [f"{row['id']} {kind}: {value!r}" for kind, value in detected - expected]
 
     assert false_alarms == []
-    # 141 of the 152 labelled entities; most misses are names with no cue before them
-    # (a sign-off without a comma, a name in brackets, a Korean honorific).
+    # 141 of the 152 labelled entities. Most misses are names with no cue before them: a
+    # sign-off without a comma, a name in brackets, a Korean honorific.
     assert found >= 141, f"{found} of {labelled} entities found"
 
 
