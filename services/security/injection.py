@@ -150,7 +150,7 @@ _NOT_AI_OWNED = (
 _STRONG_QUALIFIER = (
     r"(?:your|ur|yr|previous|prior|earlier|above|preceding|foregoing|original|initial|"
     r"system|safety|security|content|moderation|operator'?s?|operators'|developer'?s?|"
-    r"developers'|hidden|internal|confidential|secret|built-in|core|pre-?set)"
+    r"developers'|hidden|internal|confidential|secret|built-in|core|pre-?set|refusal)"
 )
 _WEAK_QUALIFIER = (
     r"(?:the|all|any|every|each|these|those|of|current|existing|default|usual|standard|"
@@ -299,8 +299,10 @@ _RULES: list[_Rule] = [
         "pretend_rules_absent", DIRECT_OVERRIDE, 0.8,
         rf"\b(?:pretend|imagine|act\s+as\s+if|assume|suppose)\s+(?:that\s+)?(?:your|the)\s+"
         rf"(?:\w+\s+)?{_OBJECT}\s+(?:does\s+not|doesn'?t|do\s+not|don'?t|did\s+not|no\s+longer|"
-        r"never)\s+(?:exists?|apply|applies|matter|existed)",
-        ("pretend", "imagine", "as if", "assume", "suppose"),
+        r"never)\s+(?:exists?|apply|applies|matter|existed)|"
+        rf"\b{_OBJECT}\s+(?:of|from)\s+(?:your|the)\s+(?:developers?|operators?|creators?|makers?|company)\s+"
+        r"(?:don'?t|do\s+not|doesn'?t|does\s+not|no\s+longer)\s+(?:exist|apply|count|matter)",
+        ("pretend", "imagine", "as if", "assume", "suppose", "exist", "apply", "count", "matter"),
     ),
     _rule(
         "comply_with_anything", DIRECT_OVERRIDE, 0.45,
@@ -368,6 +370,19 @@ _RULES: list[_Rule] = [
         r"(?:as\s+|to\s+be\s+)?(?:void|invalid|null|obsolete|cancel+ed|revoked|retired|expired|"
         r"irrelevant|optional|non-?binding)\b",
         ("treat", "consider", "regard"),
+    ),
+    _rule(
+        "whatever_setup_says", DIRECT_OVERRIDE, 0.85,
+        r"\b(?:whatever|anything)\s+(?:your|the)\s+(?:setup|instructions|rules|guidelines|system\s+prompt|"
+        r"config\w*|operator|developers?)\s+(?:says?|tells?\s+you)\b.{0,40}?\b(?:drop|ignore|forget|skip|"
+        r"disregard|bypass)\s+(?:it|that|them)\b",
+        ("says", "say ", "tell"),
+    ),
+    _rule(
+        "not_normally_allowed", SYSTEM_PROMPT_EXTRACTION, 0.5,
+        r"\bwhat\s+(?:are|were)\s+you\s+(?:not\s+)?(?:normally|usually)\s+(?:not\s+)?(?:allowed|permitted)"
+        r"\s+to\s+(?:say|tell|share|reveal|discuss)",
+        ("allowed", "permitted"),
     ),
     _rule(
         "answer_to_me_alone", DIRECT_OVERRIDE, 0.45,
@@ -522,6 +537,11 @@ _RULES: list[_Rule] = [
         ("your", "you were"),
     ),
     _rule(
+        "begins_with_instructions", SYSTEM_PROMPT_EXTRACTION, 0.6,
+        rf"\b(?:begins?|starts?|opens?)\s+with\s+(?:the\s+|your\s+)?(?:\w+\s+)?{_OBJECT}{_AI_SUFFIX}",
+        ("begin", "start", "open"),
+    ),
+    _rule(
         "quote_them_exactly", SYSTEM_PROMPT_EXTRACTION, 0.4,
         r"\b(?:quote|repeat|copy|print|write)\s+(?:them|it|those|these)\s+(?:out\s+)?"
         r"(?:exactly|verbatim|word\s+for\s+word|in\s+full)|\b(?:quote|repeat|copy)\s+(?:their|its)\s+"
@@ -652,9 +672,10 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "dual_answers", ROLEPLAY_JAILBREAK, 0.4,
-        r"\b(?:answer|respond|reply)\s+(?:twice|in\s+two\s+ways|as\s+(?:two|both)\b)|"
+        r"\b(?:answer|respond|reply)\s+(?:(?:every|each)\s+\w+\s+)?(?:twice|in\s+two\s+ways|"
+        r"as\s+(?:two|both)\b)|\b(?:has\s+been|is|was)\s+jailbroken\b|"
         r"\bfirst\s+as\s+yourself,?\s+(?:and\s+)?then\s+as\b|\bgive\s+both\s+answers\b",
-        ("twice", "two", "both", "yourself"),
+        ("twice", "two", "both", "yourself", "jailbroken"),
     ),
     _rule(
         "ai_without_rules_persona", ROLEPLAY_JAILBREAK, 0.55,
@@ -686,11 +707,13 @@ _RULES: list[_Rule] = [
         ("yourself",),
     ),
     _rule(
-        "dead_relative_persona", ROLEPLAY_JAILBREAK, 0.35,
+        "dead_relative_persona", ROLEPLAY_JAILBREAK, 0.4,
         r"\b(?:be|act\s+as|pretend\s+to\s+be|pretend\s+you'?re|play|roleplay\s+as|"
         r"role-play\s+as|you'?re|you\s+are)\s+(?:my\s+)?(?:late\s+|dead\s+|deceased\s+|departed\s+)?"
-        r"(?:grand(?:ma|pa|mother|father)\w*|granny|nana)\b",
-        ("grand", "granny", "nana"),
+        r"(?:grand(?:ma|pa|mother|father)\w*|granny|nana)\b|\b(?:exact|detailed|precise)\s+steps\s+(?:for|to|of)\s+"
+        r"(?:making|make|building|build|synthesi[sz]ing|cooking)\s+(?:\w+\s+)?(?:dangerous|toxic|explosive|"
+        r"illegal|lethal|poisonous)",
+        ("grand", "granny", "nana", "steps"),
     ),
     _rule(
         "read_me_secret_codes", SYSTEM_PROMPT_EXTRACTION, 0.55,
@@ -748,9 +771,10 @@ _RULES: list[_Rule] = [
         "policy_update_announcement", DELIMITER_MARKUP, 0.5,
         r"\b(?:updated|new|revised)\s+(?:system\s+)?(?:policy|policies|instructions?|directive|"
         r"rules?)\s*(?::|for\s+the\s+(?:assistant|ai|model|bot))|\bpolicy\s+update\s*:|"
-        r"\bsystem\s+(?:notice|override|update|instruction)(?:\s+for\s+(?:the\s+)?(?:agent|assistant|ai|"
-        r"model|bot)s?)?\s*:",
-        ("policy", "instruction", "directive", "rule", "notice", "override", "update"),
+        r"\bsystem\s+(?:tool\s+)?(?:notice|override|update|instruction|directive)(?:\s+for\s+(?:the\s+)?"
+        r"(?:agent|assistant|ai|model|bot)s?)?\s*:|\bthis\s+is\s+a\s+system\s+(?:instruction|directive|"
+        r"message|command)\b",
+        ("policy", "instruction", "directive", "rule", "notice", "override", "update", "command"),
     ),
     # --- Text inside pasted content addressed to the AI ---------------------------------
     _rule(
@@ -767,8 +791,8 @@ _RULES: list[_Rule] = [
         r"scanning)\s+(?:this|these)\b|\bif\s+(?:an?\s+|the\s+)?(?:ai|llm|bot|assistant|"
         r"language\s+model|model|agent)\s+(?:is|are)\s+(?:reading|writing|processing|"
         r"summari[sz]ing|handling|answering)|\bwhen\s+you\s+(?:process|read|summari[sz]e|"
-        r"parse|explain|review|handle)\s+(?:this\b|the\s+(?:message|email|e-mail|document|"
-        r"file|page|transcript|text|code|ticket))|\bas\s+soon\s+as\s+you\s+(?:read|process|see|open|"
+        r"parse|explain|review|handle|write|draft|compose)\s+(?:this\b|the\s+(?:message|email|e-mail|"
+        r"document|file|page|transcript|text|code|ticket|reply|response|answer|summary))|\bas\s+soon\s+as\s+you\s+(?:read|process|see|open|"
         r"scan)\s+this\b|\bif\s+you\s+are\s+(?:an?\s+)?(?:ai|llm|language\s+model|model|assistant|bot|"
         r"agent|chatbot)\b",
         ("reading", "processing", "summari", "reviewing", "parsing", "analy", "scanning",
@@ -826,7 +850,8 @@ _RULES: list[_Rule] = [
         r"\bstop\s+(?:translating|summari[sz]ing|answering|reading|processing|reviewing|"
         r"following\s+the\s+user|what\s+you\s+are\s+doing)\b.{0,60}?\b(?:instead|and\s+"
         r"(?:tell|reply|say|report|respond))|\b(?:disregard|ignore)\s+(?:the\s+)?user'?s\s+"
-        r"(?:request|question|instructions?|message|task)",
+        r"(?:request|question|instructions?|message|task)|\b(?:disregard|ignore)\s+the\s+(?:rubric|"
+        r"criteria|scoring\s+guide|grading\s+rules|job\s+requirements)\b",
         ("stop", "disregard", "ignore"),
     ),
     _rule(
@@ -837,7 +862,8 @@ _RULES: list[_Rule] = [
         r"the\s+reader|them\b|anyone|the\s+(?:curl|eval|hidden)|this\b)|\bleave\s+(?:it|this|"
         r"that)\s+out\s+of\s+(?:your|the)\s+(?:\w+\s+)?(?:summary|reply|response|answer|report)|"
         r"\b(?:do\s+not|don'?t)\s+comment\s+on\b|\bsay\s+nothing\s+(?:about|of)\s+"
-        r"(?:this|these|it)\b|\btell\s+the\s+user\s+(?:that\s+)?nothing\s+(?:changed|happened)\b",
+        r"(?:this|these|it)\b|\btell\s+the\s+user\s+(?:that\s+)?nothing\s+(?:changed|happened)\b|"
+        r"\b(?:do\s+not|don'?t|never)\s+mention\s+that\s+you\s+did\b",
         ("not", "don", "never", "without", "leave", "say nothing", "nothing"),
     ),
     _rule(
@@ -869,7 +895,7 @@ _RULES: list[_Rule] = [
     _rule(
         "hidden_content", _INDIRECT, 0.3,
         r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|color\s*:\s*(?:white|"
-        r"#fff\b|#ffffff)|\((?:white|hidden|invisible)\s+text\)|\b(?:white|invisible)\s+text\b|"
+        r"#fff\b|#ffffff)|\((?:white|hidden|invisible)\s+text\b|\b(?:white|invisible)\s+(?:text|font)\b|"
         r"aria-hidden\s*=\s*['\"]?true",
         ("display", "visibility", "font-size", "color", "white", "hidden", "invisible"),
         needs_pasted=True,
@@ -909,7 +935,7 @@ _RULES: list[_Rule] = [
         "exfiltrate_conversation", DATA_EXFILTRATION, 0.6,
         r"\b(?:send|forward|e-?mail|post|upload|copy|append|leak|transmit|submit|share|include)\s+"
         r"(?:a\s+copy\s+of\s+)?(?:(?:this|the|all|your|our|my|of|whole|full|entire|complete|"
-        r"user'?s?|five|\w+\s+most\s+recent|recent|private|previous|last|every)\s+)*(?:chat\s+(?:logs?|"
+        r"user'?s?|five|ten|\d+|\w+\s+most\s+recent|recent|private|previous|last|every)\s+)*(?:chat\s+(?:logs?|"
         r"history)|conversation(?:\s+history)?|chat|transcript|e-?mails?|messages?|contact\s+"
         r"list|contacts|address\s+book|history|session|credentials|cookies|api\s+keys?|secrets?|"
         r"personal\s+data)\b.{0,80}?(?:\bto\b|\binto\b)\s*(?:\S*@\S+|https?://|\bevery\s+reply)",
@@ -925,10 +951,12 @@ _RULES: list[_Rule] = [
     ),
     _rule(
         "include_user_secrets", DATA_EXFILTRATION, 0.5,
-        r"\b(?:include|add|append|send|attach|collect)\s+(?:the\s+|any\s+|all\s+)?(?:user'?s?\s+)?(?:\w+\s+){0,3}"
+        r"\b(?:include|add|append|send|attach|collect|reply\s+(?:to\s+me\s+)?with)\s+(?:the\s+|any\s+|all\s+)?"
+        r"(?:user'?s?\s+)?(?:\w+\s+){0,3}"
         r"(?:password\s+reset\s+links?|passwords?|credentials|address\s+book|contacts|api\s+keys?|tokens?|"
-        r"secrets)\b",
-        ("password", "credential", "address book", "contacts", "key", "token", "secret"),
+        r"secrets|home\s+address(?:es)?|phone\s+numbers?)\b",
+        ("password", "credential", "address book", "contacts", "key", "token", "secret", "home address",
+         "phone number"),
         needs_pasted=True,
     ),
     _rule(
@@ -1419,6 +1447,9 @@ def _confusable_table() -> dict[int, str]:
             if len(latin) == 1 and latin.isascii() and latin.isalpha():
                 table[ord(character)] = latin.lower()
                 break
+    # Greek epsilon, tau, kappa and chi pass for e, t, k and x in "disrεgard your rulεs".
+    for character, latin in (("ε", "e"), ("τ", "t"), ("κ", "k"), ("χ", "x")):
+        table.setdefault(ord(character), latin)
     return table
 
 

@@ -39,7 +39,7 @@ def test_injection_screen_on_check_set(detector: InjectionDetector) -> None:
     false_alarms = [row["id"] for row in benign if detector.scan(row["text"]).blocked]
 
     assert (len(injections), len(benign)) == (303, 427)
-    assert len(missed) <= 18, missed
+    assert len(missed) <= 8, missed
     assert false_alarms == []
 
 
