@@ -792,7 +792,8 @@ _RULES: list[_Rule] = [
         r"language\s+model|model|agent)\s+(?:is|are)\s+(?:reading|writing|processing|"
         r"summari[sz]ing|handling|answering)|\bwhen\s+you\s+(?:process|read|summari[sz]e|"
         r"parse|explain|review|handle|write|draft|compose)\s+(?:this\b|the\s+(?:message|email|e-mail|"
-        r"document|file|page|transcript|text|code|ticket|reply|response|answer|summary))|\bas\s+soon\s+as\s+you\s+(?:read|process|see|open|"
+        r"document|file|page|transcript|text|code|ticket|reply|response|answer|summary))"
+        r"|\bas\s+soon\s+as\s+you\s+(?:read|process|see|open|"
         r"scan)\s+this\b|\bif\s+you\s+are\s+(?:an?\s+)?(?:ai|llm|language\s+model|model|assistant|bot|"
         r"agent|chatbot)\b",
         ("reading", "processing", "summari", "reviewing", "parsing", "analy", "scanning",
