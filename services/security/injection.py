@@ -710,10 +710,15 @@ _RULES: list[_Rule] = [
         "dead_relative_persona", ROLEPLAY_JAILBREAK, 0.4,
         r"\b(?:be|act\s+as|pretend\s+to\s+be|pretend\s+you'?re|play|roleplay\s+as|"
         r"role-play\s+as|you'?re|you\s+are)\s+(?:my\s+)?(?:late\s+|dead\s+|deceased\s+|departed\s+)?"
-        r"(?:grand(?:ma|pa|mother|father)\w*|granny|nana)\b|\b(?:exact|detailed|precise)\s+steps\s+(?:for|to|of)\s+"
-        r"(?:making|make|building|build|synthesi[sz]ing|cooking)\s+(?:\w+\s+)?(?:dangerous|toxic|explosive|"
-        r"illegal|lethal|poisonous)",
-        ("grand", "granny", "nana", "steps"),
+        r"(?:grand(?:ma|pa|mother|father)\w*|granny|nana)\b",
+        ("grand", "granny", "nana"),
+    ),
+    # What such a persona is asked to recite: "the exact steps for making dangerous compounds".
+    _rule(
+        "dangerous_recipe", ROLEPLAY_JAILBREAK, 0.4,
+        r"\b(?:exact|detailed|precise)\s+steps\s+(?:for|to|of)\s+(?:making|make|building|build|"
+        r"synthesi[sz]ing|cooking)\s+(?:\w+\s+)?(?:dangerous|toxic|explosive|illegal|lethal|poisonous)",
+        ("steps",),
     ),
     _rule(
         "read_me_secret_codes", SYSTEM_PROMPT_EXTRACTION, 0.55,
@@ -820,7 +825,8 @@ _RULES: list[_Rule] = [
         "for_the_ai", _INDIRECT, 0.5,
         rf"\b(?:for|to)\s+(?:the|any|all|every|whichever|whatever)\s+(?:\w+\s+){{0,2}}?{_AI_NAME}"
         r"(?:\s+\w+){0,5}\s*:",
-        ("for", "to "),
+        ("ai", "a.i.", "llm", "model", "assistant", "bot", "agent", "gpt", "claude", "copilot",
+         "automated"),
         needs_pasted=True,
     ),
     _rule(
@@ -1378,6 +1384,7 @@ _FAMILIES = {
     "what_is_in_your_prompt": "reveal",
     "system_prompt_mention": "prompt_mention", "hidden_instructions_mention": "prompt_mention",
     "chat_template_tokens": "chat_markup", "fake_system_turn": "chat_markup",
+    "dead_relative_persona": "persona_recipe", "dangerous_recipe": "persona_recipe",
 }
 
 _FRAMING_MIN_WEIGHT = 0.35
@@ -1476,6 +1483,8 @@ class _Context:
     """The prompt carries content pasted for processing (quotes, a document, a tool result)."""
     translation: bool = False
     """The prompt opens by asking for a translation."""
+    declined: bool = False
+    """The text is a decoded payload that the prompt asks only to decode, not to act on."""
 
 
 @dataclass
@@ -1769,6 +1778,10 @@ class InjectionDetector:
                 if rule.pattern.search(unquoted) is None:
                     weight *= _QUOTE_DISCOUNT
                     quoted = True
+            elif context.declined:
+                # Decoded for a report, with acting on it forbidden: evidence, as if quoted.
+                weight *= _QUOTE_DISCOUNT
+                quoted = True
             previous = signals.get(rule.name)
             if previous is None or weight > previous.weight:
                 signals[rule.name] = _Signal(rule, weight, view, quoted)
@@ -1778,18 +1791,8 @@ class InjectionDetector:
     ) -> None:
         payload_views = _build_views(payload)
         # A decoded payload counts as pasted content and never as a security discussion.
-        context = _Context(discussion=False, pasted=True)
-        if not declined:
-            self._match(payload_views.latin, payload_views.native, view, signals, context)
-            return
-        # A request only to decode, which forbids acting on the result: quoted evidence.
-        found: dict[str, _Signal] = {}
-        self._match(payload_views.latin, payload_views.native, view, found, context)
-        for name, signal in found.items():
-            weight = signal.weight * _QUOTE_DISCOUNT
-            previous = signals.get(name)
-            if previous is None or weight > previous.weight:
-                signals[name] = _Signal(signal.rule, weight, view, quoted=True)
+        context = _Context(discussion=False, pasted=True, declined=declined)
+        self._match(payload_views.latin, payload_views.native, view, signals, context)
 
     @staticmethod
     def _combine(signals: Iterable[_Signal]) -> float:
