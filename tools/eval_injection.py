@@ -9,11 +9,11 @@ blocked, then the recall on injections and the false-alarm rate on benign lines.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 from services.security.injection import InjectionDetector
+from tools.labelled import LabelledFileError, read_cases
 
 LABELS = ("injection", "benign")
 
@@ -29,18 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     blocked: Counter[tuple[str, str]] = Counter()
     details: list[str] = []
     try:
-        text = args.file.read_text(encoding="utf-8")
-    except OSError as exc:
-        parser.error(f"cannot read {args.file}: {exc.strerror}")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            case = json.loads(line)
-            case["text"]
-        except (ValueError, KeyError, TypeError):
-            parser.error(f"{args.file}:{number}: not a JSON object with a text field")
-        label = case.get("label")
+        cases = read_cases(args.file, ("text", "label"))
+    except LabelledFileError as exc:
+        parser.error(str(exc))
+    for number, case in cases:
+        label = case["label"]
         if label not in LABELS:
             parser.error(f"{args.file}:{number}: label must be injection or benign, got {label!r}")
         key = (label, str(case.get("technique") or "-"))

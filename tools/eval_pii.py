@@ -9,11 +9,20 @@ The script prints counts per type, and ``--show`` lists the misses and false ala
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from services.security.pii import SUPPORTED_TYPES, PiiRedactor
+from tools.labelled import LabelledFileError, read_cases
+
+
+def entity_sets(redactor: PiiRedactor, case: dict[str, Any]) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """Return the labelled and the detected (type, text) pairs of one case."""
+    text = case["text"]
+    expected = {(entity["type"], entity["value"]) for entity in case["entities"]}
+    found = {(entity.type, text[entity.start : entity.end]) for entity in redactor.detect(text)}
+    return expected, found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,19 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     false_alarms: Counter[str] = Counter()
     details: list[str] = []
     try:
-        lines = args.file.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        parser.error(f"cannot read {args.file}: {exc.strerror}")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+        cases = read_cases(args.file, ("text", "entities"))
+    except LabelledFileError as exc:
+        parser.error(str(exc))
+    for number, case in cases:
         try:
-            case = json.loads(line)
-            text = case["text"]
-            expected = {(entity["type"], entity["value"]) for entity in case["entities"]}
-        except (ValueError, KeyError, TypeError):
-            parser.error(f"{args.file}:{number}: not a JSON object with text and entities fields")
-        found = {(entity.type, text[entity.start : entity.end]) for entity in redactor.detect(text)}
+            expected, found = entity_sets(redactor, case)
+        except (KeyError, TypeError):
+            parser.error(f"{args.file}:{number}: each entity must be an object with type and value")
         for entity_type, _ in found & expected:
             hits[entity_type] += 1
         for entity_type, value in expected - found:
