@@ -1413,7 +1413,8 @@ _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0
 _HEX = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :,-]?){12,}(?![0-9a-fA-F])")
 _ROT13_CUE = re.compile(r"rot-?\s?13|caesar|cipher")
 # This runs on every prompt, so each alternative starts with a literal: a leading \b or
-# character class costs the engine a try at every offset (about 4 µs each here).
+# character class costs the engine a try at every offset (about 4 µs each, measured on a
+# 2-core AMD EPYC).
 _SPLIT_CUE = re.compile(
     r"concatenat|join|combine|merge|assemble|put\s+together|part\s+(?:one|two|1|2)|"
     r"\+\s*(?:'[^']*'\s*\+\s*)?[a-z]\b|followed\s+by\s+[a-z]\b|"
@@ -1484,7 +1485,7 @@ class _Context:
     translation: bool = False
     """The prompt opens by asking for a translation."""
     declined: bool = False
-    """The text is a decoded payload that the prompt asks only to decode, not to act on."""
+    """The text is a decoded payload, and the prompt requests its decoding only, not acting on it."""
 
 
 @dataclass

@@ -938,7 +938,7 @@ _JAPANESE_FULL_NAME = re.compile(
     r"(?<![\u4e00-\u9fff\u3040-\u30ff])([\u4e00-\u9fff]{1,3}[ 　][\u4e00-\u9fff\u3040-\u309f]{1,3})(?:様|さん|殿)"
 )
 # Form labels for a name in Chinese, Japanese and Korean, with the name after the colon:
-# two to four Han characters (a space may part family and given name) or two to four
+# two to five Han characters (a space may part family and given name) or two to four
 # Hangul syllables.
 _CJK_NAME_LABEL = re.compile(
     r"(?:姓名|收件人|联系人|申请人|氏名|お名前|名前|이름|성명|수령인|받는\s?사람)\s*[：:]\s*"

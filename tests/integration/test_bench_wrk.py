@@ -78,13 +78,13 @@ def test_script_names_marker_file() -> None:
     assert '["done_path"] = "/tmp/aigw-wrk-test/done"' in script
 
 
-def test_missing_wrk_without_root_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
     monkeypatch.setattr(wrk.os, "geteuid", lambda: 1000)
     with pytest.raises(WrkError, match=r"apt-get install wrk"):
         ensure_wrk()
 
 
-def test_present_wrk_is_used_as_found(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_present_wrk_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wrk.shutil, "which", lambda name: f"/opt/bin/{name}")
     assert ensure_wrk() == "/opt/bin/wrk"

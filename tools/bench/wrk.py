@@ -155,7 +155,7 @@ def ensure_wrk() -> str:
         subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False)
     binary = shutil.which("wrk")
     if binary is None:
-        raise WrkError("apt-get could not install wrk: install the Debian package (apt-get install wrk)")
+        raise WrkError("installing wrk with apt-get failed: install the Debian package by hand (apt-get install wrk)")
     return binary
 
 
